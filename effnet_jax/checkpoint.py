@@ -1,0 +1,239 @@
+"""Checkpoints: save, resume, keep-best and preemption, over Orbax's CheckpointManager.
+
+This is the one place that knows Orbax (design.md), so an Orbax API change touches only this file.
+
+Layout of a step directory written by `Checkpointer.save` (Orbax items):
+  <directory>/<step>/state/      the train-state pytree (params, batch_stats, opt state, EMA, step...)
+  <directory>/<step>/metadata/   JSON: the caller's metadata (must contain 'model_name'; may contain
+                                 'image_size') plus 'step' and 'data_position'
+  <directory>/<step>/metrics/    JSON, only when `metrics` has 'eval_top1' (used to keep the best)
+
+Why it is safe to kill at any time: Orbax writes each step into a temporary directory and renames it
+(or, on GCS, writes a commit marker) only once every item is complete, so a half-written step is
+never listed; leftover temporary directories are removed when a Checkpointer is next created. A
+step that was committed but later damaged (truncated file, lost object) fails to restore; then
+`restore_latest` falls back to the newest step that restores and moves the damaged ones aside to
+<directory>/corrupted/ so that training can save those step numbers again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers
+
+BEST_METRIC = 'eval_top1'
+CORRUPTED_SUBDIR = 'corrupted'
+
+CONFIG_DEFAULTS = dict(
+    checkpoint_max_to_keep=3,   # newest checkpoints kept (plus the best by eval_top1)
+    checkpoint_keep_best=True,  # also keep the checkpoint with the highest eval_top1
+    checkpoint_async=True,      # write checkpoints in a background thread
+)
+
+
+class Restored(NamedTuple):
+    state: Any
+    step: int
+    metadata: dict  # includes 'data_position' and 'step'
+
+
+def check_compatible(metadata: dict, model_name: str, image_size: int | None = None) -> None:
+    """Raises ValueError if a checkpoint's metadata belongs to another model or resolution.
+
+    Resuming e.g. a b3 run from a b0 workdir would otherwise fail deep inside Orbax with a shape
+    mismatch, or, worse, silently succeed when shapes agree.
+    """
+    saved_model = metadata.get('model_name')
+    saved_size = metadata.get('image_size')
+    problems = []
+    if saved_model != model_name:
+        problems.append(f'model {saved_model!r} (this run: {model_name!r})')
+    if image_size is not None and saved_size is not None and int(saved_size) != int(image_size):
+        problems.append(f'image size {saved_size} (this run: {image_size})')
+    if problems:
+        raise ValueError(
+            f'The workdir holds a checkpoint (step {metadata.get("step")}) of {" and ".join(problems)}. '
+            'Use a new --workdir for this run, or pass the matching config to resume that one.')
+
+
+def _abstract(tree):
+    """Concrete jax.Arrays -> ShapeDtypeStructs keeping their sharding (the restore target)."""
+    def to_abstract(leaf):
+        if isinstance(leaf, jax.Array):
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+        return leaf
+    return jax.tree.map(to_abstract, tree)
+
+
+def _json_metrics(metrics: dict | None) -> dict | None:
+    """Metrics Orbax should record for keep-best: only when eval_top1 is present, as floats."""
+    if not metrics or BEST_METRIC not in metrics:
+        return None
+    return {name: float(np.asarray(value)) for name, value in metrics.items()}
+
+
+class Checkpointer:
+    """Keeps the newest `max_to_keep` checkpoints plus the best by eval_top1 in `directory`.
+
+    Every process must call every method (Orbax coordinates hosts inside save/restore).
+    """
+
+    def __init__(self, directory: str, max_to_keep: int | None = 3, keep_best: bool = True,
+                 async_save: bool = True):
+        self.directory = directory if '://' in directory else os.path.abspath(directory)
+        policies = [checkpoint_managers.LatestN(n=max_to_keep)]
+        best_fn = None
+        if keep_best:
+            best_fn = lambda metrics: metrics[BEST_METRIC]  # noqa: E731
+            policies.append(checkpoint_managers.BestN(get_metric_fn=best_fn, n=1,
+                                                      keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            best_fn=best_fn,  # also makes Orbax write the metrics item and answer best_step()
+            best_mode='max',
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # ---- queries
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self._manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def read_metadata(self, step: int | None = None) -> dict | None:
+        """The JSON metadata of `step` (default: latest), or None when there is no checkpoint."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return None
+        restored = self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+        return dict(restored['metadata'])
+
+    # ---- save
+
+    def save(self, step: int, state, metadata: dict, data_position: int,
+             metrics: dict | None = None, force: bool = False) -> bool:
+        """Starts saving `state` at `step` (asynchronously by default); returns False if skipped.
+
+        Args:
+          state: any pytree of arrays, e.g. a flax TrainState (arrays are copied to host before this
+            returns, so the caller may donate them to the next step).
+          metadata: JSON-serialisable dict; must contain 'model_name' (see `check_compatible`).
+          data_position: how far the input pipeline has advanced (e.g. batches consumed), restored
+            as metadata['data_position'] so that a resumed run does not repeat data.
+          metrics: optional eval metrics; with 'eval_top1' they decide which checkpoint is best.
+          force: save even if Orbax's save policy would skip this step.
+        """
+        if 'model_name' not in metadata:
+            raise ValueError("Checkpoint metadata needs a 'model_name' entry (see check_compatible).")
+        if step in self._manager.all_steps():
+            return False  # e.g. the final save right after a periodic save of the same step
+        metadata = dict(metadata, step=int(step), data_position=int(data_position))
+        items = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                   metadata=ocp.args.JsonSave(metadata))
+        return self._manager.save(step, args=items, metrics=_json_metrics(metrics), force=force)
+
+    # ---- restore
+
+    def restore(self, step: int, abstract_state) -> Restored:
+        """Restores one step; arrays land with the shardings of `abstract_state`'s leaves.
+
+        Args:
+          abstract_state: pytree like the saved state whose leaves are jax.ShapeDtypeStruct with a
+            sharding (e.g. from jax.eval_shape plus replicated shardings), or concrete arrays.
+        """
+        items = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(abstract_state)),
+                                   metadata=ocp.args.JsonRestore())
+        restored = self._manager.restore(step, args=items)
+        return Restored(restored['state'], int(step), dict(restored['metadata']))
+
+    def restore_latest(self, abstract_state, model_name: str | None = None,
+                       image_size: int | None = None) -> Restored | None:
+        """Restores the newest good checkpoint, or returns None when there is none.
+
+        With `model_name` the latest checkpoint's metadata is checked first (`check_compatible`).
+        A step that fails to restore while an older one succeeds is damaged: a warning names it and
+        it is moved to <directory>/corrupted/. If every step fails the latest error is raised
+        unchanged (most likely `abstract_state` does not match, not damage), and nothing is moved.
+        """
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
+            return None
+        newest_metadata = self._newest_readable_metadata(steps) if model_name is not None else None
+        if newest_metadata is not None:
+            check_compatible(newest_metadata, model_name, image_size)
+        bad_steps, first_error = [], None
+        for step in steps:
+            try:
+                restored = self.restore(step, abstract_state)
+            except Exception as error:  # Orbax/TensorStore raise many types for damaged files.
+                logging.warning('Checkpoint at step %d in %s failed to restore (%s: %s); trying an older '
+                                'one.', step, self.directory, type(error).__name__, error)
+                bad_steps.append(step)
+                first_error = first_error or error
+                continue
+            if bad_steps:
+                self._quarantine(bad_steps)
+                logging.warning('Resumed from step %d; damaged checkpoint(s) at step(s) %s moved to %s.',
+                                step, bad_steps, os.path.join(self.directory, CORRUPTED_SUBDIR))
+            return restored
+        raise first_error
+
+    def _newest_readable_metadata(self, steps: list[int]) -> dict | None:
+        for step in steps:
+            try:
+                return self.read_metadata(step)
+            except Exception:  # damaged; restore_latest will report it
+                continue
+        return None
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Moves damaged step directories out of Orbax's sight (primary process only)."""
+        if jax.process_index() == 0:
+            from etils import epath  # Orbax's path library; handles local and gs:// paths.
+            corrupted = epath.Path(self.directory) / CORRUPTED_SUBDIR
+            corrupted.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                target = corrupted / str(step)
+                if target.exists():
+                    target.rmtree()
+                (epath.Path(self.directory) / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices('effnet_jax_checkpoint_quarantine')
+        self._manager.reload()
+
+    # ---- preemption and lifetime
+
+    def reached_preemption(self, step: int) -> bool:
+        """True when a preemption notice was received and all hosts reached this step: save now.
+
+        Needs jax.distributed to be initialised (sharding.maybe_initialize_distributed), as it is on
+        Cloud TPU; elsewhere always False.
+        """
+        return bool(self._manager.reached_preemption(step))
+
+    def wait_until_finished(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases Orbax's threads."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
