@@ -1,0 +1,418 @@
+"""EfficientNet (Tan & Le, 2019) exactly as the tensorflow/tpu reference builds it.
+
+Read this file like the paper's Table 1: ``B0_BLOCKS`` are the seven stages of the NAS-found
+baseline, ``VARIANTS`` the published (width, depth, resolution, dropout) of every named model,
+``build_blocks`` applies width/depth scaling and the stochastic-depth schedule, and ``EfficientNet``
+is stem -> MBConv blocks -> head. References to "§" are to ../shared/reference-spec.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from effnet_jax import scaling
+from effnet_jax.models import layers
+
+Array = jax.Array
+
+# §1.2: the seven stages of EfficientNet-B0, in the reference's block-string format (§1.1).
+B0_BLOCKS = (
+    "r1_k3_s11_e1_i32_o16_se0.25",
+    "r2_k3_s22_e6_i16_o24_se0.25",
+    "r2_k5_s22_e6_i24_o40_se0.25",
+    "r3_k3_s22_e6_i40_o80_se0.25",
+    "r3_k5_s11_e6_i80_o112_se0.25",
+    "r4_k5_s22_e6_i112_o192_se0.25",
+    "r1_k3_s11_e6_i192_o320_se0.25",
+)
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+DEFAULT_SURVIVAL_PROB = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of the reference's parameter tables (§1.3)."""
+
+    width: float
+    depth: float
+    resolution: int
+    dropout_rate: float
+    family: str = "efficientnet"  # 'efficientnet' (swish, SE) or 'lite' (relu6, no SE, fixed stem/head)
+
+
+# §1.3: efficientnet_builder.efficientnet_params and efficientnet_lite_builder.efficientnet_lite_params.
+VARIANTS: dict[str, Variant] = {
+    "efficientnet-b0": Variant(1.0, 1.0, 224, 0.2),
+    "efficientnet-b1": Variant(1.0, 1.1, 240, 0.2),
+    "efficientnet-b2": Variant(1.1, 1.2, 260, 0.3),
+    "efficientnet-b3": Variant(1.2, 1.4, 300, 0.3),
+    "efficientnet-b4": Variant(1.4, 1.8, 380, 0.4),
+    "efficientnet-b5": Variant(1.6, 2.2, 456, 0.4),
+    "efficientnet-b6": Variant(1.8, 2.6, 528, 0.5),
+    "efficientnet-b7": Variant(2.0, 3.1, 600, 0.5),
+    "efficientnet-b8": Variant(2.2, 3.6, 672, 0.5),
+    "efficientnet-l2": Variant(4.3, 5.3, 800, 0.5),
+    "efficientnet-lite0": Variant(1.0, 1.0, 224, 0.2, "lite"),
+    "efficientnet-lite1": Variant(1.0, 1.1, 240, 0.2, "lite"),
+    "efficientnet-lite2": Variant(1.1, 1.2, 260, 0.3, "lite"),
+    "efficientnet-lite3": Variant(1.2, 1.4, 280, 0.3, "lite"),
+    "efficientnet-lite4": Variant(1.4, 1.8, 300, 0.3, "lite"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockArgs:
+    """One stage, decoded from a block string (§1.1). Filters are before width scaling."""
+
+    num_repeat: int
+    kernel_size: int
+    strides: int
+    expand_ratio: int
+    input_filters: int
+    output_filters: int
+    se_ratio: float | None = None
+    id_skip: bool = True
+    conv_type: int = 0
+
+
+_TOKEN = re.compile(r"^([a-z]+)(\d.*)$")
+
+
+def decode_block_string(block_string: str) -> BlockArgs:
+    """Parses e.g. ``'r2_k3_s22_e6_i16_o24_se0.25'`` (§1.1). Fails loudly on anything malformed."""
+    options: dict[str, str] = {}
+    id_skip = True
+    for token in block_string.split("_"):
+        if token == "noskip":
+            id_skip = False
+            continue
+        match = _TOKEN.match(token)
+        if not match:
+            raise ValueError(f"Block string {block_string!r}: cannot read token {token!r} (expected e.g. 'k3').")
+        options[match.group(1)] = match.group(2)
+    for key in ("r", "k", "s", "e", "i", "o"):
+        if key not in options:
+            raise ValueError(f"Block string {block_string!r} lacks the '{key}' token.")
+    strides = options["s"]
+    if len(strides) != 2 or strides[0] != strides[1]:
+        raise ValueError(f"Block string {block_string!r}: strides must be two equal digits like 's22'.")
+    conv_type = int(options.get("c", 0))
+    if conv_type != 0 or "f" in options or "cc" in options or "d" in options:
+        raise ValueError(
+            f"Block string {block_string!r} asks for a block type effnet_jax does not build "
+            "(fused, CondConv or space-to-depth); only MBConv (c0) is supported."
+        )
+    return BlockArgs(
+        num_repeat=int(options["r"]),
+        kernel_size=int(options["k"]),
+        strides=int(strides[0]),
+        expand_ratio=int(options["e"]),
+        input_filters=int(options["i"]),
+        output_filters=int(options["o"]),
+        se_ratio=float(options["se"]) if "se" in options else None,
+        id_skip=id_skip,
+        conv_type=conv_type,
+    )
+
+
+def encode_block_string(args: BlockArgs) -> str:
+    """The inverse of ``decode_block_string``."""
+    tokens = [
+        f"r{args.num_repeat}",
+        f"k{args.kernel_size}",
+        f"s{args.strides}{args.strides}",
+        f"e{args.expand_ratio}",
+        f"i{args.input_filters}",
+        f"o{args.output_filters}",
+    ]
+    if args.se_ratio is not None:
+        tokens.append(f"se{args.se_ratio:g}")
+    if not args.id_skip:
+        tokens.append("noskip")
+    return "_".join(tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """One MBConv block after scaling: everything needed to build it and to describe it."""
+
+    stage: int  # 1-based, as in the paper's Table 1
+    in_filters: int
+    out_filters: int
+    expand_ratio: int
+    kernel_size: int
+    strides: int
+    se_filters: int  # SE hidden width; 0 = no SE
+    survival_prob: float | None  # stochastic depth keep probability; None where the block has no skip
+
+    @property
+    def has_skip(self) -> bool:
+        return self.survival_prob is not None
+
+
+def build_blocks(
+    block_strings: Sequence[str],
+    width: float,
+    depth: float,
+    *,
+    use_se: bool = True,
+    fix_head_stem: bool = False,
+    survival_prob: float | None = DEFAULT_SURVIVAL_PROB,
+    id_skip: bool = True,
+) -> tuple[BlockSpec, ...]:
+    """Scales the stages and lays out every block (§1.5–§1.7, §1.12).
+
+    - channels: ``round_filters`` on every stage's input and output filters;
+    - repeats: ``round_repeats``, except the first and last stage of 'lite' models (``fix_head_stem``);
+    - only a stage's first block takes the stage stride and input filters;
+    - SE hidden width: max(1, int(block input filters × se_ratio));
+    - stochastic depth: block i of N keeps its residual branch with 1 - (1 - survival_prob)·i/N, and
+      only blocks with an identity skip (stride 1, in == out, skip enabled) get it.
+    ``survival_prob=None`` turns stochastic depth off everywhere.
+    """
+    stages = [decode_block_string(s) for s in block_strings]
+    stem_filters = STEM_FILTERS if fix_head_stem else scaling.round_filters(STEM_FILTERS, width)
+    layout = []
+    for stage_index, args in enumerate(stages):
+        repeats = args.num_repeat
+        if not (fix_head_stem and stage_index in (0, len(stages) - 1)):
+            repeats = scaling.round_repeats(repeats, depth)
+        in_filters = scaling.round_filters(args.input_filters, width)
+        out_filters = scaling.round_filters(args.output_filters, width)
+        if stage_index == 0:
+            # A fixed 32-channel stem feeds block 0 whatever its declared width (lite3/lite4, §1.12).
+            in_filters = stem_filters
+        for repeat in range(repeats):
+            layout.append((stage_index + 1, args, in_filters if repeat == 0 else out_filters, out_filters,
+                           args.strides if repeat == 0 else 1))
+    num_blocks = len(layout)
+    specs = []
+    for index, (stage, args, in_filters, out_filters, strides) in enumerate(layout):
+        has_se = use_se and args.se_ratio is not None and 0 < args.se_ratio <= 1
+        has_skip = id_skip and args.id_skip and strides == 1 and in_filters == out_filters
+        block_survival = None
+        if has_skip and survival_prob is not None:
+            block_survival = 1.0 - (1.0 - survival_prob) * index / num_blocks
+        elif has_skip:
+            block_survival = 1.0
+        specs.append(
+            BlockSpec(
+                stage=stage,
+                in_filters=in_filters,
+                out_filters=out_filters,
+                expand_ratio=args.expand_ratio,
+                kernel_size=args.kernel_size,
+                strides=strides,
+                se_filters=max(1, int(in_filters * args.se_ratio)) if has_se else 0,
+                survival_prob=block_survival,
+            )
+        )
+    return tuple(specs)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck with optional squeeze-and-excitation (§1.6).
+
+    expand 1×1 -> BN -> act (only if expand_ratio != 1) -> depthwise k×k -> BN -> act -> SE ->
+    project 1×1 -> BN (linear bottleneck) -> drop-path + identity (only with a skip).
+    ``conv``, ``depthwise`` and ``norm`` are injected by the network so that every block shares one
+    padding, initialiser, dtype and batch-norm grouping.
+    """
+
+    out_filters: int
+    expand_ratio: float
+    kernel_size: int
+    strides: int
+    se_filters: int
+    survival_prob: float | None  # None: no identity skip
+    conv: Callable[..., nn.Module]
+    depthwise: Callable[..., nn.Module]
+    norm: Callable[..., nn.Module]
+    activation: Callable[[Array], Array] = nn.swish
+    se_gate: Callable[[Array], Array] = nn.sigmoid
+    expanded_filters: int | None = None  # override in*expand_ratio (MobileNetV3's free expansion widths)
+
+    @nn.compact
+    def __call__(self, inputs: Array, train: bool = False) -> Array:
+        in_filters = inputs.shape[-1]
+        x = inputs
+        expanded = self.expanded_filters or int(in_filters * self.expand_ratio)
+        if expanded != in_filters:
+            x = self.conv(expanded, (1, 1), name="expand_conv")(x)
+            x = self.norm(name="bn0")(x)
+            x = self.activation(x)
+        x = self.depthwise(self.kernel_size, self.strides, name="depthwise_conv")(x)
+        x = self.norm(name="bn1")(x)
+        x = self.activation(x)
+        if self.se_filters:
+            x = layers.SqueezeExcite(self.se_filters, self.conv, self.activation, self.se_gate, name="se")(x)
+        self.sow("intermediates", "expansion_output", x)
+        x = self.conv(self.out_filters, (1, 1), name="project_conv")(x)
+        x = self.norm(name="bn2")(x)
+        if self.survival_prob is not None:
+            if self.strides != 1 or in_filters != self.out_filters:
+                raise ValueError(
+                    f"Block with a skip needs stride 1 and equal channels, got stride {self.strides}, "
+                    f"{in_filters} -> {self.out_filters} channels."
+                )
+            x = layers.DropPath(self.survival_prob)(x, deterministic=not train)
+            x = x + inputs
+        return x
+
+
+class EfficientNet(nn.Module):
+    """EfficientNet: stem -> MBConv stages -> 1×1 head conv -> pool -> dropout -> classifier.
+
+    Attributes:
+      blocks: the per-block layout from ``build_blocks``.
+      stem_filters, head_filters: channels of the stem and head convolutions (already rounded).
+      num_classes: classifier outputs.
+      dropout_rate: dropout before the classifier (train only).
+      activation: 'swish' (B models) or 'relu6' (lite).
+      resolution: the input side the variant was designed for; the network accepts any size.
+      dtype: compute dtype (bfloat16 on TPU); parameters stay in ``param_dtype`` (float32).
+      bn_axis_name / bn_axis_index_groups: set by the trainer when the forward pass runs under
+        ``jax.shard_map`` to average batch statistics over groups of devices (§2.9). Left None, batch
+        statistics are over the batch the module sees (global under plain ``jax.jit``).
+      depthwise_implementation: see ``effnet_jax.models.depthwise``.
+      remat: recompute each block's activations in the backward pass (less memory for B5–B7).
+      include_head: False returns the feature endpoints and builds no head or classifier (backbone use).
+
+    Call: ``model.apply(variables, images, train=False)`` returns float32 logits of shape
+    (batch, num_classes). ``return_endpoints=True`` also returns a dict with the reference's endpoints
+    (§1.13): 'stem', 'block_{i}', 'reduction_{1..5}', 'features', 'head_1x1', 'pooled_features',
+    'logits'. Each block also sows its 'expansion_output' (the tensor entering the projection) into the
+    'intermediates' collection, returned when that collection is passed as ``mutable``.
+    """
+
+    blocks: Sequence[BlockSpec]
+    stem_filters: int = STEM_FILTERS
+    head_filters: int = HEAD_FILTERS
+    num_classes: int = 1000
+    dropout_rate: float = 0.2
+    activation: str = "swish"
+    resolution: int = 224
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_momentum: float = layers.BN_MOMENTUM
+    bn_epsilon: float = layers.BN_EPSILON
+    bn_axis_name: str | None = None
+    bn_axis_index_groups: Any = None
+    depthwise_implementation: str = "auto"
+    remat: bool = False
+    include_head: bool = True
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool = False, return_endpoints: bool = False):
+        activation = layers.get_activation(self.activation)
+        conv = functools.partial(layers.Conv, dtype=self.dtype, param_dtype=self.param_dtype)
+        depthwise = functools.partial(
+            layers.DepthwiseConv,
+            implementation=self.depthwise_implementation,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            axis_name=self.bn_axis_name,
+            axis_index_groups=self.bn_axis_index_groups,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        block_module = nn.remat(MBConv, static_argnums=(2,)) if self.remat else MBConv
+        endpoints: dict[str, Array] = {}
+
+        x = jnp.asarray(images, self.dtype)
+        x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
+        x = norm(name="stem_bn")(x)
+        x = activation(x)
+        endpoints["stem"] = x
+
+        reduction = 0
+        for index, spec in enumerate(self.blocks):
+            x = block_module(
+                out_filters=spec.out_filters,
+                expand_ratio=spec.expand_ratio,
+                kernel_size=spec.kernel_size,
+                strides=spec.strides,
+                se_filters=spec.se_filters,
+                survival_prob=spec.survival_prob,
+                conv=conv,
+                depthwise=depthwise,
+                norm=norm,
+                activation=activation,
+                name=f"blocks_{index}",
+            )(x, train)
+            endpoints[f"block_{index}"] = x
+            # §1.13: a reduction endpoint is the last block before a stride-2 block, and the final block.
+            is_last = index == len(self.blocks) - 1
+            if is_last or self.blocks[index + 1].strides > 1:
+                reduction += 1
+                endpoints[f"reduction_{reduction}"] = x
+        endpoints["features"] = x
+        if not self.include_head:
+            return endpoints
+
+        x = conv(self.head_filters, (1, 1), name="head_conv")(x)
+        x = norm(name="head_bn")(x)
+        x = activation(x)
+        endpoints["head_1x1"] = x
+        x = jnp.mean(x, axis=(1, 2))
+        endpoints["pooled_features"] = x
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = nn.Dense(
+            self.num_classes,
+            kernel_init=layers.dense_kernel_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="classifier",
+        )(x)
+        logits = jnp.asarray(x, jnp.float32)
+        endpoints["logits"] = logits
+        return (logits, endpoints) if return_endpoints else logits
+
+
+def efficientnet(
+    width: float,
+    depth: float,
+    *,
+    resolution: int,
+    dropout_rate: float,
+    family: str = "efficientnet",
+    survival_prob: float | None = DEFAULT_SURVIVAL_PROB,
+    block_strings: Sequence[str] = B0_BLOCKS,
+    **module_kwargs,
+) -> EfficientNet:
+    """An EfficientNet of any width and depth multiplier: the one place that turns a row of §1.3 into
+    a module. 'lite' models use relu6, no SE, and a fixed 32-channel stem and 1280-channel head (§1.12)."""
+    if family not in ("efficientnet", "lite"):
+        raise ValueError(f"Unknown EfficientNet family {family!r}; expected 'efficientnet' or 'lite'.")
+    if width <= 0 or depth <= 0:
+        raise ValueError(f"width and depth multipliers must be positive, got width={width}, depth={depth}.")
+    if survival_prob is not None and not 0.0 < survival_prob <= 1.0:
+        raise ValueError(f"survival_prob must be in (0, 1] or None, got {survival_prob}.")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
+    lite = family == "lite"
+    blocks = build_blocks(
+        block_strings, width, depth, use_se=not lite, fix_head_stem=lite, survival_prob=survival_prob
+    )
+    return EfficientNet(
+        blocks=blocks,
+        stem_filters=STEM_FILTERS if lite else scaling.round_filters(STEM_FILTERS, width),
+        head_filters=HEAD_FILTERS if lite else scaling.round_filters(HEAD_FILTERS, width),
+        dropout_rate=dropout_rate,
+        activation="relu6" if lite else "swish",
+        resolution=resolution,
+        **module_kwargs,
+    )

@@ -1,0 +1,162 @@
+"""``create_model``: the one way to build any model by name, with compound scaling on top.
+
+Named EfficientNets use the published table (reference-spec §1.3). ``phi=`` builds a compound-scaled
+model from the family's baseline with the formula (depth α^φ, width β^φ, resolution γ^φ), and
+``depth=`` / ``width=`` / ``resolution=`` scale a single dimension (paper Table 3 / Figure 3 studies).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from effnet_jax import scaling
+from effnet_jax.models import efficientnet
+
+# A φ-model scales its family's baseline; these names accept ``phi=``.
+PHI_BASELINES = {
+    "efficientnet": "efficientnet-b0",
+    "efficientnet-b0": "efficientnet-b0",
+    "efficientnet-lite": "efficientnet-lite0",
+    "efficientnet-lite0": "efficientnet-lite0",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What a name (plus scaling arguments) resolves to, before any module is built."""
+
+    name: str  # canonical description, e.g. 'efficientnet-b3' or 'efficientnet-phi2.5'
+    family: str
+    width: float
+    depth: float
+    resolution: int
+    dropout_rate: float
+    published: bool  # True for a row of the published table, False for formula-scaled models
+    scaling: scaling.CompoundScaling | None = None
+
+
+def model_names() -> list[str]:
+    """Every name ``create_model`` accepts."""
+    return sorted(efficientnet.VARIANTS)
+
+
+def _unknown_name_error(name: str) -> ValueError:
+    return ValueError(
+        f"Unknown model {name!r}. Known models: {', '.join(model_names())}. "
+        f"Compound-scaled models: create_model('efficientnet', phi=...) or create_model('efficientnet-lite', phi=...)."
+    )
+
+
+def resolve_model_spec(
+    name: str,
+    *,
+    phi: float | None = None,
+    alpha: float = scaling.DEFAULT_ALPHA,
+    beta: float = scaling.DEFAULT_BETA,
+    gamma: float = scaling.DEFAULT_GAMMA,
+    depth: float | None = None,
+    width: float | None = None,
+    resolution: float | None = None,
+) -> ModelSpec:
+    """Turns a name and scaling arguments into multipliers.
+
+    ``depth``/``width``/``resolution`` are multipliers applied on top of the named (or φ-scaled) model;
+    ``resolution`` multiplies its input side (rounded to a multiple of 8).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"Model name must be a string, got {type(name).__name__}.")
+    if phi is not None:
+        if name not in PHI_BASELINES:
+            raise ValueError(
+                f"phi= scales a family's baseline; {name!r} is not one. Use one of: {', '.join(PHI_BASELINES)}."
+            )
+        base = efficientnet.VARIANTS[PHI_BASELINES[name]]
+        compound = scaling.compound_scaling(phi, alpha, beta, gamma, base_resolution=base.resolution)
+        family_label = "efficientnet-lite" if base.family == "lite" else "efficientnet"
+        spec = ModelSpec(
+            name=f"{family_label}-phi{phi:g}",
+            family=base.family,
+            width=base.width * compound.width,
+            depth=base.depth * compound.depth,
+            resolution=compound.resolution,
+            dropout_rate=scaling.dropout_for_phi(phi),
+            published=False,
+            scaling=compound,
+        )
+    elif name in efficientnet.VARIANTS:
+        variant = efficientnet.VARIANTS[name]
+        spec = ModelSpec(name, variant.family, variant.width, variant.depth, variant.resolution,
+                         variant.dropout_rate, published=True)
+    else:
+        raise _unknown_name_error(name)
+
+    for label, value in (("depth", depth), ("width", width), ("resolution", resolution)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{label} multiplier must be positive, got {value}.")
+    if depth is None and width is None and resolution is None:
+        return spec
+    suffix = "".join(f"-{k[0]}{v:g}" for k, v in (("depth", depth), ("width", width), ("resolution", resolution)) if v)
+    return dataclasses.replace(
+        spec,
+        name=spec.name + suffix,
+        width=spec.width * (width or 1.0),
+        depth=spec.depth * (depth or 1.0),
+        resolution=scaling.round_resolution(spec.resolution * (resolution or 1.0)),
+        published=False,
+    )
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    dtype: Any = jnp.float32,
+    *,
+    phi: float | None = None,
+    alpha: float = scaling.DEFAULT_ALPHA,
+    beta: float = scaling.DEFAULT_BETA,
+    gamma: float = scaling.DEFAULT_GAMMA,
+    depth: float | None = None,
+    width: float | None = None,
+    resolution: float | None = None,
+    dropout_rate: float | None = None,
+    survival_prob: float | None = efficientnet.DEFAULT_SURVIVAL_PROB,
+    **overrides,
+) -> nn.Module:
+    """Builds a model by its reference name, e.g. ``create_model('efficientnet-b3')``.
+
+    Args:
+      name: a reference name (``model_names()``), or a family baseline when ``phi`` is given.
+      num_classes: classifier outputs (1000 for ImageNet).
+      dtype: compute dtype (``jnp.bfloat16`` on TPU); parameters stay float32.
+      phi, alpha, beta, gamma: compound scaling from the family's baseline (formula, not the table).
+      depth, width, resolution: single-dimension multipliers on top of the named model.
+      dropout_rate: overrides the variant's classifier dropout.
+      survival_prob: stochastic-depth survival of the last block (0.8); None disables it.
+      **overrides: other ``EfficientNet`` attributes (``depthwise_implementation``, ``remat``,
+        ``include_head``, ``bn_axis_name``, ...).
+
+    Raises:
+      ValueError: for an unknown name (listing the known ones) or invalid scaling arguments.
+    """
+    spec = resolve_model_spec(
+        name, phi=phi, alpha=alpha, beta=beta, gamma=gamma, depth=depth, width=width, resolution=resolution
+    )
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(efficientnet.EfficientNet)}
+    if unknown:
+        raise TypeError(f"create_model got unknown arguments {sorted(unknown)}.")
+    return efficientnet.efficientnet(
+        spec.width,
+        spec.depth,
+        resolution=spec.resolution,
+        dropout_rate=spec.dropout_rate if dropout_rate is None else dropout_rate,
+        family=spec.family,
+        survival_prob=survival_prob,
+        num_classes=num_classes,
+        dtype=dtype,
+        **overrides,
+    )
