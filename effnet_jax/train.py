@@ -1,0 +1,505 @@
+"""Train and evaluate an EfficientNet: `train_and_evaluate(config, workdir)`.
+
+Reads top to bottom: config validation, mesh, input, model, optimizer and state, shardings, train
+step, eval step, checkpoint, metrics, and the loop. One code path from one CPU to a TPU pod: the
+state is replicated (P()) and donated, the batch is split over the 'data' mesh axis, everything
+runs under `jax.jit`. Only grouped batch-norm statistics (reference-spec.md §2.9) need per-device
+code: then the forward/backward pass runs under `jax.shard_map`.
+
+Workdir layout:
+  config.json             the resolved config of the (latest) run
+  metrics.jsonl           one JSON object per logged step (step, train_loss, learning_rate,
+                          images_per_sec, ... and eval_top1/top5, eval_ema_top1/top5 when evaluated)
+  events.out.tfevents.*   TensorBoard scalars (train/ and eval/)
+  checkpoints/<step>/     Orbax checkpoints (latest K plus the best by EMA top-1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import PartitionSpec as P
+
+from effnet_jax import checkpoint as checkpoint_lib
+from effnet_jax import data as data_lib
+from effnet_jax import models
+from effnet_jax import optim
+from effnet_jax import sharding
+
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+NAN_POLICIES = ('stop', 'ignore')
+CHECKPOINT_SUBDIR = 'checkpoints'
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/Inf loss or parameters; the message names the step."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Config validation: everything that can be checked before touching a device or the data.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """What a config resolves to, computed before any compute."""
+  model_spec: models.ModelSpec
+  image_size: int
+  compute_dtype: Any
+  bn_group_size: int
+  per_device_batch_size: int
+  per_host_batch_size: int
+  per_host_eval_batch_size: int
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
+  """Checks a config against the mesh; raises ValueError saying which field to change."""
+  if config.init_from:
+    raise ValueError('config.init_from is not supported yet; leave it None.')
+  try:
+    spec = models.resolve_model_spec(config.model, phi=config.phi, width=config.width,
+                                     depth=config.depth)
+  except ValueError as error:
+    raise ValueError(f'{error} Set --config.model (and --config.phi) accordingly.') from error
+  if config.dtype not in COMPUTE_DTYPES:
+    raise ValueError(f'Unknown config.dtype={config.dtype!r}; use one of {list(COMPUTE_DTYPES)}.')
+  if config.nan_policy not in NAN_POLICIES:
+    raise ValueError(f'Unknown config.nan_policy={config.nan_policy!r}; use one of {NAN_POLICIES}.')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ValueError('Set config.num_train_steps > 0 or config.num_epochs > 0.')
+  if config.log_every_steps <= 0:
+    raise ValueError(f'config.log_every_steps must be positive, got {config.log_every_steps}.')
+  image_size = config.image_size or spec.resolution
+  if image_size <= 0:
+    raise ValueError(f'config.image_size must be positive or None, got {image_size}.')
+  try:
+    group_size = sharding.bn_group_size(config.bn_group, mesh.size)
+  except ValueError as error:
+    raise ValueError(f'{error} (config.bn_group)') from error
+  per_device = sharding.check_batch_size(config.batch_size, mesh)
+  per_host = sharding.per_host_batch_size(config.batch_size)
+  try:
+    sharding.check_batch_size(config.eval_batch_size, mesh)
+  except ValueError as error:
+    raise ValueError(str(error).replace('config.batch_size', 'config.eval_batch_size')) from error
+  per_host_eval = sharding.per_host_batch_size(config.eval_batch_size)
+  return RunPlan(spec, int(image_size), COMPUTE_DTYPES[config.dtype], group_size, per_device,
+                 per_host, per_host_eval)
+
+
+def total_train_steps(config, num_train_examples: int) -> int:
+  """num_train_steps if > 0, else ceil(num_epochs * examples / global batch)."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(math.ceil(config.num_epochs * num_train_examples / config.batch_size))
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+
+def create_model(config, num_classes: int, dtype=jnp.float32, **overrides) -> nn.Module:
+  """The config's network; `overrides` are EfficientNet attributes (e.g. bn_axis_name)."""
+  return models.create_model(
+      config.model, num_classes, dtype, phi=config.phi, width=config.width, depth=config.depth,
+      dropout_rate=config.dropout_rate, survival_prob=config.survival_prob,
+      depthwise_implementation=config.depthwise_implementation, remat=config.remat,
+      bn_momentum=config.bn_momentum, **overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# Train state
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint must hold to continue a run bit-for-bit (plus the data position)."""
+  step: jax.Array             # int32 scalar: optimizer steps taken
+  params: Any
+  batch_stats: Any            # BN moving mean / variance
+  opt_state: Any
+  ema_params: Any             # exponential moving averages (§2.5), used for the reported eval
+  ema_batch_stats: Any
+  rng: jax.Array              # uint32[2] base key; each step folds in its step number
+
+
+def make_init_fn(model: nn.Module, tx: optax.GradientTransformation, image_size: int):
+  """seed -> TrainState; meant to run under jit with replicated out_shardings."""
+  def init(seed):
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+    dummy_images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    variables = model.init({'params': init_rng}, dummy_images, train=False)
+    params, batch_stats = variables['params'], variables.get('batch_stats', {})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), ema_params=params, ema_batch_stats=batch_stats,
+                      rng=train_rng)
+  return init
+
+
+def create_train_state(init_fn, seed: int, mesh) -> TrainState:
+  """Initialises the state directly replicated on every device of the mesh (no host copy)."""
+  return jax.jit(init_fn, out_shardings=sharding.replicated_sharding(mesh))(seed)
+
+
+def abstract_train_state(init_fn, seed: int, mesh) -> TrainState:
+  """Shapes, dtypes and shardings of the state, without compiling `init_fn` (restore target)."""
+  replicated = sharding.replicated_sharding(mesh)
+  shapes = jax.eval_shape(init_fn, seed)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                      shapes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Train step
+
+
+def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
+                    learning_rate_fn, num_classes: int, mesh, bn_group_size: int,
+                    family: str = 'efficientnet', use_shard_map: bool | None = None):
+  """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
+
+  The state is donated and replicated; the batch is sharded P('data'). Batch-norm statistics are
+  averaged over `bn_group_size` consecutive devices: the whole mesh needs nothing special (jit sees
+  the global batch), smaller groups run the loss and gradients under `jax.shard_map`, with the
+  model's BN layers averaging over `sharding.axis_index_groups`, and gradients, loss and new BN
+  statistics averaged over the whole 'data' axis (like the reference's CrossShardOptimizer).
+  `family` picks the normalisation constants ('lite' models use 127/128).
+  `use_shard_map=True` forces that path even for global groups (tests compare the two).
+
+  metrics: loss (CE + L2), cross_entropy, learning_rate, grad_norm and state_finite (1.0 when
+  the updated params and BN statistics are all finite).
+  """
+  num_devices = mesh.size
+  if use_shard_map is None:
+    use_shard_map = bn_group_size != num_devices
+  mean, std = data_lib.normalization_constants(family)
+  compute_dtype = model.dtype
+  label_smoothing = config.label_smoothing
+  weight_decay = config.weight_decay
+  ema_decay = config.moving_average_decay
+
+  if use_shard_map:
+    groups = sharding.axis_index_groups(bn_group_size, num_devices)
+    axis_name = sharding.DATA_AXIS if bn_group_size > 1 else None
+    forward_model = model.clone(bn_axis_name=axis_name, bn_axis_index_groups=groups)
+  else:
+    forward_model = model
+
+  def loss_and_grads(params, batch_stats, batch, rng):
+    """Loss, gradients and new BN statistics over the batch this code sees."""
+    images = data_lib.normalize_images(batch['image'], mean, std, compute_dtype)
+    if 'mixup_label' in batch:
+      targets = data_lib.mixup_one_hot(batch['label'], batch['mixup_label'],
+                                       batch['mixup_weight'], num_classes)
+    else:
+      targets = batch['label']
+    def loss_fn(params):
+      logits, new_variables = forward_model.apply(
+          {'params': params, 'batch_stats': batch_stats}, images, train=True,
+          mutable=['batch_stats'], rngs={'dropout': rng})
+      cross_entropy = optim.cross_entropy_loss(logits, targets, num_classes, label_smoothing)
+      loss = cross_entropy + weight_decay * optim.l2_loss(params)
+      return loss, (cross_entropy, new_variables['batch_stats'])
+
+    (loss, (cross_entropy, new_batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(params)
+    return loss, cross_entropy, grads, new_batch_stats
+
+  if use_shard_map:
+    def per_device(params, batch_stats, batch, rng):
+      # Different dropout / drop-path masks on every device.
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(sharding.DATA_AXIS))
+      loss, cross_entropy, grads, new_batch_stats = loss_and_grads(params, batch_stats, batch, rng)
+      # Every device holds the same number of examples, so the mean of per-device means is the
+      # global mean: the same update as one device with the whole batch.
+      return jax.lax.pmean((loss, cross_entropy, grads, new_batch_stats), sharding.DATA_AXIS)
+
+    # check_vma=False: gradients w.r.t. the replicated params stay per-device (no implicit psum)
+    # and are averaged by the explicit pmean above.
+    compute = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(sharding.DATA_AXIS), P()),
+                            out_specs=P(), check_vma=False)
+  else:
+    compute = loss_and_grads
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    loss, cross_entropy, grads, new_batch_stats = compute(state.params, state.batch_stats, batch,
+                                                          rng)
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1, params=new_params, batch_stats=new_batch_stats,
+        opt_state=new_opt_state,
+        ema_params=optim.update_ema(state.ema_params, new_params, state.step, ema_decay),
+        ema_batch_stats=optim.update_ema(state.ema_batch_stats, new_batch_stats, state.step,
+                                         ema_decay))
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in
+                                  jax.tree.leaves((new_params, new_batch_stats))]))
+    metrics = dict(loss=loss, cross_entropy=cross_entropy,
+                   learning_rate=learning_rate_fn(state.step), grad_norm=optax.global_norm(grads),
+                   state_finite=finite.astype(jnp.float32))
+    return new_state, metrics
+
+  replicated = sharding.replicated_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Eval step
+
+
+def make_eval_step(model: nn.Module, mesh, family: str = 'efficientnet'):
+  """Returns jitted `eval_step(params, batch_stats, batch) -> {top1, top5, count}` (sums).
+
+  Called with the EMA weights and with the raw weights; masked (padding) examples count zero, so
+  summing over the eval iterator counts every example of the split exactly once.
+  """
+  mean, std = data_lib.normalization_constants(family)
+
+  def eval_step(params, batch_stats, batch):
+    images = data_lib.normalize_images(batch['image'], mean, std, model.dtype)
+    logits = model.apply({'params': params, 'batch_stats': batch_stats}, images, train=False)
+    mask = batch['mask']
+    return dict(top1=optim.topk_correct(logits, batch['label'], 1, mask),
+                top5=optim.topk_correct(logits, batch['label'], min(5, logits.shape[-1]), mask),
+                count=jnp.sum(mask))
+
+  replicated = sharding.replicated_sharding(mesh)
+  return jax.jit(eval_step, in_shardings=(replicated, replicated, sharding.batch_sharding(mesh)),
+                 out_shardings=replicated)
+
+
+def evaluate(eval_step, state: TrainState, eval_batches, mesh) -> dict[str, float]:
+  """Top-1 / top-5 accuracy over the whole eval split, with EMA and with raw weights."""
+  totals = {'ema': np.zeros(3), 'raw': np.zeros(3)}
+  for local_batch in eval_batches:
+    batch = sharding.make_global_batch(local_batch, mesh)
+    for name, params, batch_stats in (('ema', state.ema_params, state.ema_batch_stats),
+                                      ('raw', state.params, state.batch_stats)):
+      counts = eval_step(params, batch_stats, batch)
+      totals[name] += np.asarray([counts['top1'], counts['top5'], counts['count']], np.float64)
+  metrics = {}
+  for name, prefix in (('raw', 'eval'), ('ema', 'eval_ema')):
+    top1, top5, count = totals[name]
+    metrics[f'{prefix}_top1'] = float(top1 / max(count, 1))
+    metrics[f'{prefix}_top5'] = float(top5 / max(count, 1))
+  metrics['eval_examples'] = int(totals['raw'][2])
+  return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics output: console, metrics.jsonl, TensorBoard (process 0 only)
+
+
+class MetricWriter:
+  """Writes metric dicts to metrics.jsonl and TensorBoard event files in the workdir."""
+
+  def __init__(self, workdir: str):
+    self._enabled = jax.process_index() == 0
+    if not self._enabled:
+      return
+    import tensorflow as tf  # Only for TensorBoard event files.
+    self._tf = tf
+    self._summary_writer = tf.summary.create_file_writer(workdir)
+    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    if not self._enabled:
+      return
+    self._jsonl.write(json.dumps({'step': int(step), **metrics}) + '\n')
+    self._jsonl.flush()
+    with self._summary_writer.as_default():
+      for name, value in metrics.items():
+        group = 'eval' if name.startswith('eval') else 'train'
+        self._tf.summary.scalar(f'{group}/{name}', value, step=step)
+    self._summary_writer.flush()
+
+  def close(self) -> None:
+    if self._enabled:
+      self._jsonl.close()
+      self._summary_writer.close()
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s'
+
+
+def _write_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as file:
+      file.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def _check_finite(pending_metrics: list[tuple[int, dict]]) -> None:
+  """Raises NonFiniteLossError naming the first step whose loss or new state is not finite."""
+  for step, metrics in pending_metrics:
+    loss = float(metrics['loss'])
+    if not math.isfinite(loss) or float(metrics['state_finite']) < 1:
+      what = f'loss {loss}' if not math.isfinite(loss) else 'non-finite parameters'
+      raise NonFiniteLossError(
+          f'Training diverged at step {step} ({what}); stopped without saving that state. The last '
+          'good checkpoint in the workdir is intact. Lower config.base_learning_rate (or raise '
+          'config.warmup_epochs), or set config.nan_policy="ignore" to keep going.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns final metrics.
+
+  The returned dict holds step, train_loss and the last eval metrics (eval_top1, eval_top5,
+  eval_ema_top1, eval_ema_top5), plus preempted=True when stopped by a preemption notice.
+  """
+  # ---- Mesh and config checks (before any compute).
+  mesh = sharding.create_mesh()
+  plan = validate_config(config, mesh)
+  checkpoint_dir = os.path.join(workdir, CHECKPOINT_SUBDIR)
+  os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpoint_lib.Checkpointer(
+      checkpoint_dir, max_to_keep=config.checkpoint_max_to_keep,
+      keep_best=config.checkpoint_keep_best, async_save=config.checkpoint_async)
+  saved_metadata = checkpointer.read_metadata()
+  if saved_metadata is not None:
+    checkpoint_lib.check_compatible(saved_metadata, plan.model_spec.name, plan.image_size)
+  logging.info('Model %s at %dpx on %d devices (%d processes); global batch %d (%d per device); '
+               'batch-norm group %d.', plan.model_spec.name, plan.image_size, mesh.size,
+               jax.process_count(), config.batch_size, plan.per_device_batch_size,
+               plan.bn_group_size)
+  _write_config(config, workdir)
+
+  # ---- Input.
+  info = data_lib.dataset_info(config.dataset, config.data_dir, config.train_split,
+                               config.eval_split)
+  num_steps = total_train_steps(config, info.num_train_examples)
+  steps_per_epoch = info.num_train_examples / config.batch_size
+  data_options = dict(name=config.dataset, data_dir=config.data_dir, image_size=plan.image_size)
+  eval_batches = data_lib.create_eval_iterator(
+      per_host_batch_size=plan.per_host_eval_batch_size, split=info.eval_split,
+      crop_padding=config.eval_crop_padding, **data_options)
+
+  # ---- Model, optimizer, state.
+  model = create_model(config, info.num_classes, plan.compute_dtype)
+  learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch, num_steps)
+  tx = optim.create_optimizer(config, learning_rate_fn)
+  init_fn = make_init_fn(model, tx, plan.image_size)
+  restored = checkpointer.restore_latest(abstract_train_state(init_fn, config.seed, mesh),
+                                         plan.model_spec.name, plan.image_size)
+  if restored is not None:
+    state, start_step = restored.state, int(restored.metadata['data_position'])
+    logging.info('Resumed from %s at step %d.', checkpoint_dir, restored.step)
+  else:
+    state, start_step = create_train_state(init_fn, config.seed, mesh), 0
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('%s: %d parameters; %d train steps (%.1f epochs of %d images).',
+               plan.model_spec.name, num_params, num_steps, num_steps / steps_per_epoch,
+               info.num_train_examples)
+
+  train_batches = data_lib.create_train_iterator(
+      per_host_batch_size=plan.per_host_batch_size, start_step=start_step,
+      split=info.train_split, seed=config.seed, augment_name=config.augment_name,
+      randaug_num_layers=config.randaug_num_layers, randaug_magnitude=config.randaug_magnitude,
+      mixup_alpha=config.mixup_alpha, train_crop=config.train_crop,
+      random_flip=config.random_flip, crop_padding=config.eval_crop_padding,
+      shuffle_buffer_size=config.shuffle_buffer_size, **data_options)
+
+  # ---- Compiled steps.
+  train_step = make_train_step(config, model, tx, learning_rate_fn, info.num_classes, mesh,
+                               plan.bn_group_size, family=plan.model_spec.family)
+  eval_step = make_eval_step(model, mesh, family=plan.model_spec.family)
+
+  # ---- Loop.
+  checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size}
+  writer = MetricWriter(workdir)
+  pending: list[tuple[int, dict]] = []  # device metrics of steps not yet checked / logged
+  final_metrics: dict[str, Any] = {'step': start_step}
+  last_log_time, last_log_step, run_start_time = time.time(), start_step, time.time()
+  step = start_step
+
+  def check_pending():
+    if config.nan_policy == 'stop':
+      _check_finite(pending)
+
+  def save(step, eval_metrics=None, force=False):
+    best_metric = None
+    if eval_metrics:  # Keep-best follows the EMA top-1, the accuracy the reference reports.
+      best_metric = {checkpoint_lib.BEST_METRIC: eval_metrics['eval_ema_top1']}
+    checkpointer.save(step, state, checkpoint_metadata, data_position=step, metrics=best_metric,
+                      force=force)
+
+  try:
+    while step < num_steps:
+      batch = sharding.make_global_batch(next(train_batches), mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      pending.append((step, metrics))
+
+      is_last = step == num_steps
+      log_now = step % config.log_every_steps == 0 or is_last
+      eval_now = is_last or (config.eval_every_steps > 0 and step % config.eval_every_steps == 0)
+      save_now = is_last or eval_now or (config.checkpoint_every_steps > 0 and
+                                         step % config.checkpoint_every_steps == 0)
+      preempted = checkpointer.reached_preemption(step)
+      if not (log_now or eval_now or save_now or preempted):
+        continue
+
+      pending = jax.device_get(pending)
+      check_pending()
+      if log_now:
+        now = time.time()
+        steps_done = step - last_log_step
+        images_per_sec = steps_done * config.batch_size / max(now - last_log_time, 1e-9)
+        train_metrics = {
+            'train_loss': float(np.mean([m['loss'] for _, m in pending])),
+            'train_cross_entropy': float(np.mean([m['cross_entropy'] for _, m in pending])),
+            'learning_rate': float(pending[-1][1]['learning_rate']),
+            'grad_norm': float(pending[-1][1]['grad_norm']),
+            'images_per_sec': images_per_sec,
+            'epoch': step / steps_per_epoch,
+        }
+        eta = (num_steps - step) * (now - last_log_time) / max(steps_done, 1)
+        logging.info('step %d/%d  loss %.4f  lr %.5f  %.1f img/s  ETA %s', step, num_steps,
+                     train_metrics['train_loss'], train_metrics['learning_rate'],
+                     images_per_sec, _format_duration(eta))
+        final_metrics.update(train_metrics)
+        last_log_time, last_log_step = now, step
+      pending = []
+
+      record, eval_metrics = dict(train_metrics) if log_now else {}, None
+      if eval_now:
+        eval_metrics = evaluate(eval_step, state, eval_batches, mesh)
+        logging.info('step %d  eval top-1 %.4f top-5 %.4f | EMA top-1 %.4f top-5 %.4f', step,
+                     eval_metrics['eval_top1'], eval_metrics['eval_top5'],
+                     eval_metrics['eval_ema_top1'], eval_metrics['eval_ema_top5'])
+        final_metrics.update(eval_metrics)
+        record.update(eval_metrics)
+        last_log_time = time.time()  # Do not count eval time in train throughput.
+      if record:
+        writer.write(step, record)
+      final_metrics['step'] = step
+      if save_now or preempted:
+        save(step, eval_metrics, force=preempted)
+      if preempted and not is_last:
+        logging.warning('Preemption notice: saved step %d; exiting cleanly.', step)
+        final_metrics['preempted'] = True
+        break
+  finally:
+    checkpointer.close()
+    writer.close()
+  logging.info('Done: step %d in %s. %s', step, _format_duration(time.time() - run_start_time),
+               json.dumps({k: v for k, v in final_metrics.items()}, sort_keys=True))
+  return final_metrics
