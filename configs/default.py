@@ -6,7 +6,7 @@ Every other config starts from this one and changes a few fields. Configs are lo
     python -m effnet_jax.main --config configs/default.py --workdir /tmp/b0
 
 Step count: `num_train_steps` wins when > 0; otherwise the run is `num_epochs` epochs of
-`dataset`'s train split (rounded up to whole steps).
+`dataset`'s train split (rounded down to whole steps, as the reference).
 """
 import ml_collections
 
