@@ -11,9 +11,9 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.model = 'efficientnet-b0'
-  config.width = 0.25                 # 8..80 channels per stage instead of 32..320
+  config.width = 0.5                  # 16..160 channels per stage instead of 32..320
   config.depth = 0.25                 # one block per stage
-  config.dropout_rate = 0.1
+  config.dropout_rate = 0.2
   config.bn_momentum = 0.9            # moving BN statistics settle within ~50 of the 600 steps
   config.dataset = 'digits'
   config.data_dir = '~/tensorflow_datasets'
@@ -23,7 +23,7 @@ def get_config():
   config.eval_crop_padding = 0
   config.batch_size = 64
   config.eval_batch_size = 120
-  config.num_train_steps = 600
+  config.num_train_steps = 800
   config.log_every_steps = 50
   config.eval_every_steps = 200
   config.checkpoint_every_steps = 200

@@ -250,7 +250,7 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in
                                   jax.tree.leaves((new_params, new_batch_stats))]))
     metrics = dict(loss=loss, cross_entropy=cross_entropy,
-                   learning_rate=learning_rate_fn(state.step), grad_norm=optax.global_norm(grads),
+                   learning_rate=learning_rate_fn(state.step), grad_norm=optax.tree.norm(grads),
                    state_finite=finite.astype(jnp.float32))
     return new_state, metrics
 
