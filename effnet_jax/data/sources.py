@@ -58,6 +58,8 @@ def load_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   Raises DatasetNotPreparedError (with the command to run) if the files are missing.
   """
   name = canonical_name(name)
+  if data_dir and not data_dir.startswith('gs://'):
+    data_dir = os.path.expanduser(data_dir)  # configs may say '~/tensorflow_datasets'
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as error:
