@@ -1,0 +1,168 @@
+"""Measure a model's speed and memory on this machine's devices.
+
+    python -m effnet_jax.benchmark --model efficientnet-b0 --batch-size 32 --resolution 224 --mode train
+    python -m effnet_jax.benchmark --model efficientnet-b7 --batch-size 8 --resolution 600 --mode train --remat --json
+
+Reports compile time, the median steady-state step time (after warm-up), images/sec, peak memory,
+achieved FLOP/s (XLA's cost analysis of the compiled step) and its fraction of a matmul peak that is
+measured in the same run on the same devices (a jitted 2048³ matmul in the benchmark's dtype).
+
+The train mode times the trainer's own step (``effnet_jax.train.make_train_step``: forward,
+backward, RMSProp, EMA) with the reference recipe's defaults, so the numbers are what training sees.
+Inputs are random and already on the devices: the input pipeline is not measured here
+(``python -m effnet_jax.data.inspect`` measures that).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from effnet_jax import optim, sharding, train
+from effnet_jax.models import create_model, resolve_model_spec
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _median_seconds(run, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_flops(dtype, size: int = 2048, steps: int = 5) -> float:
+    """FLOP/s of a jitted size³ matmul on the default device: the "peak" that MFU is measured against."""
+    a = jnp.ones((size, size), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(matmul(a, a))
+    return 2 * size**3 / _median_seconds(lambda: matmul(a, a), steps)
+
+
+def _peak_bytes(compiled) -> int | None:
+    """Device peak if the runtime reports it (GPU/TPU), else XLA's static estimate for the program."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    return int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+               - analysis.alias_size_in_bytes)
+
+
+def benchmark(model_name: str, batch_size: int, resolution: int | None = None, mode: str = "train",
+              dtype: str = "float32", steps: int = 7, warmup: int = 2, phi: float | None = None,
+              remat: bool = False, depthwise_implementation: str = "auto", num_classes: int = 1000) -> dict:
+    """Compiles and times one train or inference step; returns the reported numbers as a dict."""
+    if mode not in ("train", "infer"):
+        raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}.")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
+    if steps < 5:
+        raise ValueError("Use at least 5 timed steps (--steps) so that the median means something.")
+    spec = resolve_model_spec(model_name, phi=phi)
+    resolution = int(resolution or spec.resolution)
+    model = create_model(model_name, num_classes, DTYPES[dtype], phi=phi, remat=remat,
+                         depthwise_implementation=depthwise_implementation)
+    mesh = sharding.create_mesh()
+    sharding.check_batch_size(batch_size, mesh)
+    config = ml_collections.ConfigDict(dict(optim.CONFIG_DEFAULTS, batch_size=batch_size))
+    learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000)
+    tx = optim.create_optimizer(config, learning_rate_fn)
+    init_fn = train.make_init_fn(model, tx, resolution)
+    state = train.create_train_state(init_fn, 0, mesh)
+
+    rng = np.random.default_rng(0)
+    batch = sharding.make_global_batch(
+        dict(image=rng.uniform(0, 255, (batch_size, resolution, resolution, 3)).astype(np.float32),
+             label=rng.integers(0, num_classes, batch_size).astype(np.int32),
+             mask=np.ones(batch_size, np.float32)),
+        mesh,
+    )
+    if mode == "train":
+        step = train.make_train_step(config, model, tx, learning_rate_fn, num_classes, mesh,
+                                     bn_group_size=mesh.size, family=spec.family)
+        arguments = (state, batch)
+    else:
+        step = train.make_eval_step(model, mesh, family=spec.family)
+        arguments = (state.params, state.batch_stats, batch)
+
+    start = time.perf_counter()
+    compiled = step.lower(*arguments).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    step_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+
+    if mode == "train":
+        holder = {"state": state}
+
+        def run():
+            holder["state"], metrics = compiled(holder["state"], batch)
+            return metrics
+    else:
+        def run():
+            return compiled(*arguments)
+
+    for _ in range(warmup):
+        jax.block_until_ready(run())
+    step_s = _median_seconds(run, steps)
+    peak = matmul_peak_flops(DTYPES[dtype])
+    flops_per_sec = step_flops / step_s
+    return dict(
+        model=spec.name, mode=mode, dtype=dtype, batch_size=batch_size, resolution=resolution, remat=remat,
+        depthwise_implementation=depthwise_implementation, devices=mesh.size,
+        device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
+        compile_s=round(compile_s, 3), step_s=round(step_s, 5), images_per_sec=round(batch_size / step_s, 2),
+        peak_bytes=_peak_bytes(compiled), step_flops=step_flops, flops_per_sec=flops_per_sec,
+        matmul_peak_flops_per_sec=peak, mfu=flops_per_sec / peak,
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m effnet_jax.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--phi", type=float)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--resolution", type=int, help="default: the model's")
+    parser.add_argument("--mode", choices=("train", "infer"), default="train")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--steps", type=int, default=7, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--remat", action="store_true", help="recompute block activations in the backward pass")
+    parser.add_argument("--depthwise-implementation", default="auto", choices=("auto", "xla", "shifted"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        result = benchmark(args.model, args.batch_size, args.resolution, args.mode, args.dtype, args.steps,
+                           args.warmup, args.phi, args.remat, args.depthwise_implementation)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    mib = f"{result['peak_bytes'] / 2**20:,.0f} MiB" if result["peak_bytes"] else "n/a"
+    print(f"{result['model']} {result['mode']} batch {result['batch_size']} at {result['resolution']}px, "
+          f"{result['dtype']}, {result['devices']} x {result['device_kind']}"
+          f"{' (remat)' if result['remat'] else ''}")
+    print(f"  compile        {result['compile_s']:.1f} s")
+    print(f"  step           {result['step_s'] * 1000:.1f} ms (median of {args.steps})")
+    print(f"  images/sec     {result['images_per_sec']:.1f}")
+    print(f"  peak memory    {mib}")
+    print(f"  achieved       {result['flops_per_sec'] / 1e9:.1f} GFLOP/s "
+          f"({result['mfu'] * 100:.1f}% of a {result['matmul_peak_flops_per_sec'] / 1e9:.0f} GFLOP/s matmul)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
