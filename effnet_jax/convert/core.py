@@ -18,6 +18,7 @@ Our variable paths (Flax, see ``effnet_jax.models.efficientnet``):
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Mapping
 
 import jax
@@ -134,11 +135,17 @@ class ConversionReport:
         for title, items in (('missing', self.missing), ('wrong shape', self.mismatched),
                              ('unexpected', self.unexpected)):
             if items:
+                items = sorted(items, key=_natural_key)
                 shown = items[:40] + ([f'... and {len(items) - 40} more'] if len(items) > 40 else [])
                 lines.append(f'  {title}:')
                 lines.extend(f'    {item}' for item in shown)
         lines.extend(f'  note: {note}' for note in self.notes)
         return '\n'.join(lines)
+
+
+def _natural_key(text: str):
+    """Sorts 'blocks_2' before 'blocks_10' so that reports read in network order."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', text)]
 
 
 def block_positions(model) -> dict[str, BlockPosition]:
@@ -186,7 +193,7 @@ def convert(model_name: str, tensors: Mapping[str, np.ndarray], naming: Naming, 
         num_classes = classifier_width(naming, tensors) or 1000
     model = create_model(model_name, num_classes=num_classes)
     blocks = block_positions(model)
-    flat_variables, loaded, missing, mismatched = {}, {}, [], []
+    flat_variables, loaded, missing, mismatched, wrong_shape_sources = {}, {}, [], [], set()
     for path, target in variable_shapes(model).items():
         source_name, layout = naming.source_for(path, blocks)
         our_name = '/'.join(path)
@@ -198,17 +205,19 @@ def convert(model_name: str, tensors: Mapping[str, np.ndarray], naming: Naming, 
         if value.shape != tuple(target.shape):
             mismatched.append(f'{source_name}: shape {source.shape} (as ours {value.shape}), '
                               f'{our_name} needs {tuple(target.shape)}')
+            wrong_shape_sources.add(source_name)
             continue
         flat_variables[path] = np.asarray(value, np.float32)
         loaded[source_name] = our_name
-    leftover = [name for name in tensors if name not in loaded]
+    leftover = [name for name in tensors if name not in loaded and name not in wrong_shape_sources]
     ignored = [name for name in leftover if naming.ignore(name)]
     unexpected = [f'{name} {tuple(np.shape(tensors[name]))}' for name in leftover if not naming.ignore(name)]
     report = ConversionReport(naming.framework, model_name, loaded, missing, mismatched,
                               unexpected, ignored, list(notes or []))
     if missing or mismatched or (strict and unexpected):
-        hint = ('' if not (missing and unexpected) else
-                '\n  Both missing and unexpected tensors: is this a checkpoint of another model variant?')
+        hint = ('' if not (missing or unexpected) else
+                '\n  Whole blocks missing or left over mean weights of another model variant: '
+                'pass the --model they were trained as.')
         raise ConversionError(f'Cannot convert to {model_name}:\n{report.summary()}{hint}')
     variables = traverse_util.unflatten_dict(flat_variables)
     return model, variables, report

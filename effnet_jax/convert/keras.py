@@ -86,6 +86,7 @@ def keras_tensors(keras_model) -> dict[str, np.ndarray]:
 
     Nested models are flattened by layer name, which is what the EfficientNet applications use.
     """
+    import keras
     tensors = {}
     for layer in keras_model.layers:
         if hasattr(layer, 'layers') and layer.layers:  # a nested Functional (e.g. a fine-tuned backbone)
@@ -95,7 +96,10 @@ def keras_tensors(keras_model) -> dict[str, np.ndarray]:
             short_name = variable.name.split('/')[-1].split(':')[0]
             if short_name == 'depthwise_kernel':
                 short_name = 'kernel'
-            tensors[f'{layer.name}/{short_name}'] = np.asarray(variable.numpy())
+            # Keras uniquifies unnamed layers per process ('normalization_1'); the application's own
+            # layers have fixed names.
+            layer_name = 'normalization' if isinstance(layer, keras.layers.Normalization) else layer.name
+            tensors[f'{layer_name}/{short_name}'] = np.asarray(variable.numpy())
     return tensors
 
 

@@ -130,7 +130,7 @@ def detect_style(names) -> str:
 def unwrap_state_dict(loaded) -> dict[str, np.ndarray]:
     """A flat {name: numpy array} from what torch.load returned.
 
-    Accepts a bare state dict or a training checkpoint holding one under 'state_dict_ema' (preferred:
+    Values may be torch tensors or numpy arrays. Accepts a bare state dict or a training checkpoint holding one under 'state_dict_ema' (preferred:
     timm's EMA weights), 'state_dict' or 'model'; strips a DataParallel 'module.' prefix.
     """
     if isinstance(loaded, Mapping):
@@ -142,10 +142,12 @@ def unwrap_state_dict(loaded) -> dict[str, np.ndarray]:
         raise core.ConversionError(f'Expected a state dict (a mapping of tensors), got {type(loaded).__name__}.')
     tensors = {}
     for name, value in loaded.items():
-        if not hasattr(value, 'detach'):
-            continue  # e.g. a stored epoch number next to the weights
         name = name[len('module.'):] if name.startswith('module.') else name
-        tensors[name] = value.detach().cpu().float().numpy() if value.is_floating_point() else value.cpu().numpy()
+        if hasattr(value, 'detach'):  # a torch tensor
+            tensors[name] = value.detach().cpu().float().numpy() if value.is_floating_point() else value.cpu().numpy()
+        elif isinstance(value, np.ndarray):
+            tensors[name] = value
+        # anything else (an epoch number, optimizer settings) is not a weight
     return tensors
 
 
@@ -165,8 +167,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 def convert_state_dict(state_dict, model_name: str, *, style: str | None = None, strict: bool = True):
     """Converts an in-memory state dict (torch tensors or numpy arrays). Returns (model, variables, report)."""
-    tensors = unwrap_state_dict(state_dict) if any(hasattr(v, 'detach') for v in state_dict.values()) \
-        else {k: np.asarray(v) for k, v in state_dict.items()}
+    tensors = unwrap_state_dict(state_dict)
     style = style or detect_style(tensors)
     if style not in STYLES:
         raise ValueError(f'Unknown PyTorch naming style {style!r}; expected one of {sorted(STYLES)}.')
