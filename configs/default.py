@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dropout_rate = ml_collections.FieldReference(None, field_type=float)  # None: the variant's
   config.survival_prob = ml_collections.FieldReference(0.8, field_type=float)  # stochastic depth of
                                       # the last block (§1.7); None disables stochastic depth
+  config.block_strings = ml_collections.FieldReference(None, field_type=str)  # comma-separated
+                                      # stages in the reference's block-string format (§1.1);
+                                      # None: the family's (B0's seven)
   config.depthwise_implementation = 'auto'  # see effnet_jax.models.depthwise
   config.bn_momentum = 0.99           # batch-norm moving-average momentum (TF convention, §1.8)
   config.remat = False                # recompute block activations in backprop (less memory)

@@ -7,7 +7,7 @@ model from the family's baseline with the formula (depth α^φ, width β^φ, res
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -123,6 +123,7 @@ def create_model(
     resolution: float | None = None,
     dropout_rate: float | None = None,
     survival_prob: float | None = efficientnet.DEFAULT_SURVIVAL_PROB,
+    block_strings: Sequence[str] | None = None,
     **overrides,
 ) -> nn.Module:
     """Builds a model by its reference name, e.g. ``create_model('efficientnet-b3')``.
@@ -135,6 +136,8 @@ def create_model(
       depth, width, resolution: single-dimension multipliers on top of the named model.
       dropout_rate: overrides the variant's classifier dropout.
       survival_prob: stochastic-depth survival of the last block (0.8); None disables it.
+      block_strings: the stages in the reference's block-string format (default: B0's seven);
+        e.g. the first two for a fast toy network, or a searched architecture.
       **overrides: other ``EfficientNet`` attributes (``depthwise_implementation``, ``remat``,
         ``include_head``, ``bn_axis_name``, ...).
 
@@ -156,6 +159,7 @@ def create_model(
         dropout_rate=spec.dropout_rate if dropout_rate is None else dropout_rate,
         family=spec.family,
         survival_prob=survival_prob,
+        block_strings=efficientnet.B0_BLOCKS if block_strings is None else tuple(block_strings),
         num_classes=num_classes,
         dtype=dtype,
         **overrides,
