@@ -4,10 +4,10 @@
 
 The network comes from the scaling formula applied to B0 (create_model('efficientnet', phi=φ)), not
 from the rounded published table, so φ=1 is close to but not exactly B1. φ=0 is B0. Recipe as for
-configs/b0.py..b7.py (4096 images, AutoAugment, 350 epochs); expected accuracy lies between the
+configs/b0.py..b7.py (configs/imagenet.py: 4096 images, AutoAugment, 350 epochs); expected accuracy lies between the
 published models of similar FLOPs (reference-spec §5.1), e.g. about 77% for φ=0.
 """
-from configs import default
+from configs import imagenet
 from effnet_jax import models
 
 
@@ -16,15 +16,6 @@ def get_config(arg: str = '0'):
     phi = float(arg)
   except ValueError:
     raise ValueError(f'configs/phi.py takes a number, e.g. configs/phi.py:2.5; got {arg!r}.') from None
-  config = default.get_config()
-  config.model = 'efficientnet'
-  config.phi = phi
-  config.image_size = models.resolve_model_spec('efficientnet', phi=phi).resolution
-  config.batch_size = 4096
-  config.augment_name = 'autoaugment'
-  config.num_epochs = 350.0
-  config.dtype = 'bfloat16'
-  config.eval_every_steps = 3128
-  config.checkpoint_every_steps = 626
-  config.remat = phi >= 4
-  return config
+  spec = models.resolve_model_spec('efficientnet', phi=phi)
+  return imagenet.get_recipe('efficientnet', spec.resolution, phi=phi,
+                             remat=spec.width >= imagenet.REMAT_FROM_WIDTH)
