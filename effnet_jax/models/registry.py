@@ -3,17 +3,47 @@
 Named EfficientNets use the published table (reference-spec §1.3). ``phi=`` builds a compound-scaled
 model from the family's baseline with the formula (depth α^φ, width β^φ, resolution γ^φ), and
 ``depth=`` / ``width=`` / ``resolution=`` scale a single dimension (paper Table 3 / Figure 3 studies).
+
+The other families of the paper's Table 3 live in ``FAMILIES``: each name there is its own baseline
+(width 1, depth 1 at its resolution), takes the same ``phi=`` / ``depth=`` / ``width=`` /
+``resolution=`` arguments, and rounds channels and repeats its own way (see ``models/mobilenet.py``
+and ``models/resnet.py``): MobileNetV2/V3 and ResNet channels to multiples of 8, MobileNetV1 channels
+truncated like Keras' α; repeats always ``ceil(depth * repeats)``.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from effnet_jax import scaling
-from effnet_jax.models import efficientnet
+from effnet_jax.models import efficientnet, mobilenet, resnet
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A non-EfficientNet architecture: how to build it from (width, depth) and its defaults."""
+
+    build: Callable[..., nn.Module]  # build(width, depth, **module_attributes) -> module
+    module: type  # the Flax module class, whose fields are the accepted overrides
+    resolution: int  # the baseline input side
+    dropout_rate: float  # classifier dropout (train only)
+
+
+FAMILIES: dict[str, Family] = {
+    "mobilenet-v1": Family(mobilenet.mobilenet_v1, mobilenet.MobileNetV1, 224, 1e-3),
+    "mobilenet-v2": Family(mobilenet.mobilenet_v2, mobilenet.MobileNetV2, 224, 0.2),
+    "mobilenet-v3-large": Family(functools.partial(mobilenet.mobilenet_v3, "large"), mobilenet.MobileNetV3, 224, 0.2),
+    "mobilenet-v3-small": Family(functools.partial(mobilenet.mobilenet_v3, "small"), mobilenet.MobileNetV3, 224, 0.2),
+    "resnet-50": Family(functools.partial(resnet.resnet, 50), resnet.ResNet, 224, 0.0),
+    "resnet-101": Family(functools.partial(resnet.resnet, 101), resnet.ResNet, 224, 0.0),
+    "resnet-152": Family(functools.partial(resnet.resnet, 152), resnet.ResNet, 224, 0.0),
+}
+# Trainer-wide options that some families do not have: dropped there when left at these defaults.
+OPTIONAL_OVERRIDES = {"remat": False, "depthwise_implementation": "auto"}
 
 # A φ-model scales its family's baseline; these names accept ``phi=``.
 PHI_BASELINES = {
@@ -21,6 +51,7 @@ PHI_BASELINES = {
     "efficientnet-b0": "efficientnet-b0",
     "efficientnet-lite": "efficientnet-lite0",
     "efficientnet-lite0": "efficientnet-lite0",
+    **{name: name for name in FAMILIES},
 }
 
 
@@ -38,14 +69,21 @@ class ModelSpec:
     scaling: scaling.CompoundScaling | None = None
 
 
-def model_names() -> list[str]:
-    """Every name ``create_model`` accepts."""
-    return sorted(efficientnet.VARIANTS)
+def model_names(all_families: bool = False) -> list[str]:
+    """The EfficientNet names ``create_model`` accepts; with ``all_families`` every name (+ FAMILIES)."""
+    return sorted(efficientnet.VARIANTS) + (sorted(FAMILIES) if all_families else [])
+
+
+def baseline_name(spec: ModelSpec) -> str:
+    """The model a spec's family scales from (what compound-scaling growth is measured against)."""
+    if spec.family in FAMILIES:
+        return spec.family
+    return "efficientnet-lite0" if spec.family == "lite" else "efficientnet-b0"
 
 
 def _unknown_name_error(name: str) -> ValueError:
     return ValueError(
-        f"Unknown model {name!r}. Known models: {', '.join(model_names())}. "
+        f"Unknown model {name!r}. Known models: {', '.join(model_names(all_families=True))}. "
         f"Compound-scaled models: create_model('efficientnet', phi=...) or create_model('efficientnet-lite', phi=...)."
     )
 
@@ -68,11 +106,16 @@ def resolve_model_spec(
     """
     if not isinstance(name, str):
         raise TypeError(f"Model name must be a string, got {type(name).__name__}.")
-    if phi is not None:
-        if name not in PHI_BASELINES:
-            raise ValueError(
-                f"phi= scales a family's baseline; {name!r} is not one. Use one of: {', '.join(PHI_BASELINES)}."
-            )
+    if phi is not None and name not in PHI_BASELINES:
+        raise ValueError(
+            f"phi= scales a family's baseline; {name!r} is not one. Use one of: {', '.join(PHI_BASELINES)}."
+        )
+    if phi is not None and name in FAMILIES:
+        family = FAMILIES[name]
+        compound = scaling.compound_scaling(phi, alpha, beta, gamma, base_resolution=family.resolution)
+        spec = ModelSpec(f"{name}-phi{phi:g}", name, compound.width, compound.depth, compound.resolution,
+                         family.dropout_rate, published=False, scaling=compound)
+    elif phi is not None:
         base = efficientnet.VARIANTS[PHI_BASELINES[name]]
         compound = scaling.compound_scaling(phi, alpha, beta, gamma, base_resolution=base.resolution)
         family_label = "efficientnet-lite" if base.family == "lite" else "efficientnet"
@@ -90,6 +133,9 @@ def resolve_model_spec(
         variant = efficientnet.VARIANTS[name]
         spec = ModelSpec(name, variant.family, variant.width, variant.depth, variant.resolution,
                          variant.dropout_rate, published=True)
+    elif name in FAMILIES:
+        spec = ModelSpec(name, name, 1.0, 1.0, FAMILIES[name].resolution, FAMILIES[name].dropout_rate,
+                         published=True)
     else:
         raise _unknown_name_error(name)
 
@@ -129,17 +175,21 @@ def create_model(
     """Builds a model by its reference name, e.g. ``create_model('efficientnet-b3')``.
 
     Args:
-      name: a reference name (``model_names()``), or a family baseline when ``phi`` is given.
+      name: a reference name (``model_names(all_families=True)``: EfficientNets, 'mobilenet-v1',
+        'mobilenet-v2', 'mobilenet-v3-large', 'mobilenet-v3-small', 'resnet-50', 'resnet-101',
+        'resnet-152'), or a family baseline when ``phi`` is given.
       num_classes: classifier outputs (1000 for ImageNet).
       dtype: compute dtype (``jnp.bfloat16`` on TPU); parameters stay float32.
       phi, alpha, beta, gamma: compound scaling from the family's baseline (formula, not the table).
       depth, width, resolution: single-dimension multipliers on top of the named model.
       dropout_rate: overrides the variant's classifier dropout.
       survival_prob: stochastic-depth survival of the last block (0.8); None disables it.
+        EfficientNet only: the other families (``FAMILIES``) have no stochastic depth and ignore it.
       block_strings: the stages in the reference's block-string format (default: B0's seven);
         e.g. the first two for a fast toy network, or a searched architecture.
-      **overrides: other ``EfficientNet`` attributes (``depthwise_implementation``, ``remat``,
-        ``include_head``, ``bn_axis_name``, ...).
+      **overrides: other attributes of the family's module (``EfficientNet``: ``depthwise_implementation``,
+        ``remat``, ``include_head``, ``bn_axis_name``, ...; ``ResNet``: also ``conv_bias``, ``stride_on``).
+        ``remat=False`` and ``depthwise_implementation='auto'`` are accepted by every family.
 
     Raises:
       ValueError: for an unknown name (listing the known ones) or invalid scaling arguments.
@@ -149,6 +199,25 @@ def create_model(
     )
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    if spec.family in FAMILIES:
+        if block_strings is not None:
+            raise ValueError(f"block_strings describe EfficientNet stages; {name!r} has its own layout.")
+        family = FAMILIES[spec.family]
+        fields = {f.name for f in dataclasses.fields(family.module)}
+        overrides = {k: v for k, v in overrides.items()
+                     if k in fields or OPTIONAL_OVERRIDES.get(k, object()) != v}
+        unknown = set(overrides) - fields
+        if unknown:
+            raise TypeError(f"create_model got unknown arguments {sorted(unknown)} for {spec.family}.")
+        return family.build(
+            spec.width,
+            spec.depth,
+            resolution=spec.resolution,
+            dropout_rate=spec.dropout_rate if dropout_rate is None else dropout_rate,
+            num_classes=num_classes,
+            dtype=dtype,
+            **overrides,
+        )
     unknown = set(overrides) - {f.name for f in dataclasses.fields(efficientnet.EfficientNet)}
     if unknown:
         raise TypeError(f"create_model got unknown arguments {sorted(unknown)}.")
