@@ -18,12 +18,17 @@ import re
 import sys
 
 from effnet_jax import scaling
-from effnet_jax.models import create_model, model_names, resolve_model_spec
+from effnet_jax.models import create_model, model_names, registry, resolve_model_spec
 from effnet_jax.models.cost import model_cost
 
 
 def stage_rows(model, resolution: int) -> list[dict]:
-    """One row per stage (stem, MBConv stages, head) with the output side at ``resolution``."""
+    """One row per stage (stem, MBConv stages, head) with the output side at ``resolution``.
+
+    Families other than EfficientNet describe themselves (``model.stage_rows``, same row format).
+    """
+    if hasattr(model, "stage_rows"):
+        return model.stage_rows(resolution)
     side = math.ceil(resolution / 2)
     rows = [dict(stage="stem", block="Conv3x3", kernel=3, stride=2, expansion=None, channels=model.stem_filters,
                  repeats=1, output_size=side)]
@@ -78,7 +83,7 @@ def summarize(name: str, resolution: int | None = None, **scaling_args) -> dict:
     cost = model_cost(model, resolution)
     compound = scaling_comparison(spec)
     if compound:
-        baseline = create_model("efficientnet-lite0" if spec.family == "lite" else "efficientnet-b0")
+        baseline = create_model(registry.baseline_name(spec))
         compound["measured_flops_growth"] = cost.macs / model_cost(baseline, baseline.resolution).macs
     return dict(
         model=spec.name,
@@ -130,7 +135,7 @@ def format_table(summary: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m effnet_jax.summary", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help=f"one of: {', '.join(model_names())}; or 'efficientnet' with --phi")
+    parser.add_argument("--model", required=True, help=f"one of: {', '.join(model_names(all_families=True))}; or 'efficientnet' with --phi")
     parser.add_argument("--resolution", type=int, help="input side in pixels (default: the model's)")
     parser.add_argument("--phi", type=float, help="compound coefficient: scale the family's baseline by the formula")
     parser.add_argument("--alpha", type=float, default=scaling.DEFAULT_ALPHA)
