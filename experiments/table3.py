@@ -72,7 +72,8 @@ def table3_rows() -> list[dict]:
 
 
 def format_rows(rows: list[dict]) -> str:
-    header = f'{"row":48}{"model":32}{"res":>5}{"params":>13}{"ours G":>9}{"paper G":>9}{"ours/paper":>12}{"paper top-1":>13}'
+    header = (f'{"row":48}{"model":32}{"res":>5}{"params":>13}{"ours G":>9}{"paper G":>9}{"ours/paper":>12}'
+              f'{"paper top-1":>13}')
     lines = [header, "-" * len(header)]
     labels = {label.strip(): label for label, *_ in ROWS}
     for row in rows:

@@ -48,9 +48,8 @@ from effnet_jax.models.efficientnet import MBConv
 
 Array = jax.Array
 
-# Keras' batch norm settings per family (eps 1e-3 everywhere; momentum 0.99 for V1, 0.999 for V2/V3).
-# Momentum only matters when training; we keep the reference's 0.99 as the default for every family.
-KERAS_BN_MOMENTUM = {"mobilenet-v1": 0.99, "mobilenet-v2": 0.999, "mobilenet-v3": 0.999}
+# Batch norm: Keras uses epsilon 1e-3 everywhere (= ours) and momentum 0.99 (V1) or 0.999 (V2/V3).
+# Momentum only matters when training; every family here defaults to the reference's 0.99.
 
 
 def injected_layers(module: nn.Module, train: bool, *, with_depthwise: bool = True):

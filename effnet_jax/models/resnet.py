@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 
 from effnet_jax import scaling
-from effnet_jax.models import layers
 from effnet_jax.models.mobilenet import classifier, injected_layers
 
 Array = jax.Array

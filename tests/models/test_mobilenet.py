@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from effnet_jax import summary
-from effnet_jax.models import create_model, mobilenet, resolve_model_spec
+from effnet_jax.models import create_model, resolve_model_spec
 from effnet_jax.models.cost import model_cost
 
 # keras.applications.X(weights=None): trainable parameters (count_params() minus BN moving statistics).
@@ -116,7 +116,7 @@ def test_table3_multiply_adds(name, scaling_args, paper_gmacs):
 
 
 def test_v3_small_train_step_updates_batch_stats():
-    model = create_model("mobilenet-v3-small", width=0.35, depth=0.5, num_classes=5, resolution=32)
+    model = create_model("mobilenet-v3-small", width=0.35, depth=0.5, num_classes=5)
     variables = numpy_variables(model)
     images = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
     train_step = jax.jit(lambda v, x, rng: model.apply(v, x, train=True, mutable=["batch_stats"],
