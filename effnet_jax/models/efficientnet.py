@@ -237,6 +237,7 @@ class MBConv(nn.Module):
     norm: Callable[..., nn.Module]
     activation: Callable[[Array], Array] = nn.swish
     se_gate: Callable[[Array], Array] = nn.sigmoid
+    se_activation: Callable[[Array], Array] | None = None  # None: the block's activation (MobileNetV3: relu)
     expanded_filters: int | None = None  # override in*expand_ratio (MobileNetV3's free expansion widths)
 
     @nn.compact
@@ -252,7 +253,8 @@ class MBConv(nn.Module):
         x = self.norm(name="bn1")(x)
         x = self.activation(x)
         if self.se_filters:
-            x = layers.SqueezeExcite(self.se_filters, self.conv, self.activation, self.se_gate, name="se")(x)
+            se_activation = self.se_activation or self.activation
+            x = layers.SqueezeExcite(self.se_filters, self.conv, se_activation, self.se_gate, name="se")(x)
         self.sow("intermediates", "expansion_output", x)
         x = self.conv(self.out_filters, (1, 1), name="project_conv")(x)
         x = self.norm(name="bn2")(x)

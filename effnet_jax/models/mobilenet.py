@@ -356,33 +356,6 @@ def v3_blocks(table: Sequence[tuple], width: float, depth: float) -> tuple[Block
     return tuple(specs)
 
 
-class MBConvReluSE(MBConv):
-    """``MBConv`` whose squeeze-and-excite uses ReLU inside whatever the block's activation (MobileNetV3).
-
-    TEMPORARY: ``MBConv`` hands its own activation to the SE module, and V3's hard-swish blocks need a
-    ReLU there. Once ``MBConv`` has an ``se_activation`` field this subclass goes and V3 passes
-    ``se_activation=nn.relu`` (see the issue-8 report). The body is MBConv's with that one change.
-    """
-
-    @nn.compact
-    def __call__(self, inputs: Array, train: bool = False) -> Array:
-        in_filters = inputs.shape[-1]
-        x = inputs
-        expanded = self.expanded_filters or int(in_filters * self.expand_ratio)
-        if expanded != in_filters:
-            x = self.conv(expanded, (1, 1), name="expand_conv")(x)
-            x = self.activation(self.norm(name="bn0")(x))
-        x = self.depthwise(self.kernel_size, self.strides, name="depthwise_conv")(x)
-        x = self.activation(self.norm(name="bn1")(x))
-        if self.se_filters:
-            x = layers.SqueezeExcite(self.se_filters, self.conv, nn.relu, self.se_gate, name="se")(x)
-        x = self.conv(self.out_filters, (1, 1), name="project_conv")(x)
-        x = self.norm(name="bn2")(x)
-        if self.survival_prob is not None:
-            x = layers.DropPath(self.survival_prob)(x, deterministic=not train) + inputs
-        return x
-
-
 class MobileNetV3(_MobileNetBase):
     """MobileNetV3: 16-ch hard-swish stem -> MBConv blocks (ReLU / hard-swish, SE with hard-sigmoid gate)
     -> 1x1 conv (6x the last block's width) -> BN -> act -> pool -> Dense(1280 | 1024) + hard-swish ->
@@ -399,7 +372,7 @@ class MobileNetV3(_MobileNetBase):
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.hard_swish(norm(name="stem_bn")(x))
         for index, spec in enumerate(self.blocks):
-            x = MBConvReluSE(
+            x = MBConv(
                 out_filters=spec.out_filters,
                 expand_ratio=spec.expand_ratio,
                 expanded_filters=spec.expanded_filters,
@@ -412,6 +385,7 @@ class MobileNetV3(_MobileNetBase):
                 norm=norm,
                 activation=layers.get_activation(spec.activation),
                 se_gate=layers.hard_sigmoid,
+                se_activation=nn.relu,
                 name=f"blocks_{index}",
             )(x, train)
         if not self.include_head:
