@@ -8,7 +8,6 @@ is stem -> MBConv blocks -> head. References to "§" are to ../shared/reference-
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import Any, Callable, Sequence
 
@@ -314,23 +313,7 @@ class EfficientNet(nn.Module):
     @nn.compact
     def __call__(self, images: Array, train: bool = False, return_endpoints: bool = False):
         activation = layers.get_activation(self.activation)
-        conv = functools.partial(layers.Conv, dtype=self.dtype, param_dtype=self.param_dtype)
-        depthwise = functools.partial(
-            layers.DepthwiseConv,
-            implementation=self.depthwise_implementation,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            axis_name=self.bn_axis_name,
-            axis_index_groups=self.bn_axis_index_groups,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        conv, depthwise, norm = layers.injected_layers(self, train)
         block_module = nn.remat(MBConv, static_argnums=(2,)) if self.remat else MBConv
         endpoints: dict[str, Array] = {}
 
@@ -371,15 +354,7 @@ class EfficientNet(nn.Module):
         endpoints["head_1x1"] = x
         x = jnp.mean(x, axis=(1, 2))
         endpoints["pooled_features"] = x
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        x = nn.Dense(
-            self.num_classes,
-            kernel_init=layers.dense_kernel_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="classifier",
-        )(x)
-        logits = jnp.asarray(x, jnp.float32)
+        logits = layers.classifier(self, x, train)
         endpoints["logits"] = logits
         return (logits, endpoints) if return_endpoints else logits
 

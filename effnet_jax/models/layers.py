@@ -146,3 +146,37 @@ class DropPath(nn.Module):
         if deterministic or self.survival_prob >= 1.0:
             return x
         return drop_path(x, self.survival_prob, self.make_rng("dropout"))
+
+
+def injected_layers(module: nn.Module, train: bool, *, with_depthwise: bool = True):
+    """(conv, depthwise, norm) factories sharing the module's dtype and batch-norm settings.
+
+    Every network injects these into its blocks, so that all of them share one padding rule, one
+    initialiser, one compute dtype and one batch-norm grouping (``bn_axis_name``). ``module`` needs the
+    fields ``dtype``, ``param_dtype``, ``bn_momentum``, ``bn_epsilon``, ``bn_axis_name``,
+    ``bn_axis_index_groups`` (and ``depthwise_implementation`` with ``with_depthwise``).
+    """
+    conv = functools.partial(Conv, dtype=module.dtype, param_dtype=module.param_dtype)
+    depthwise = None
+    if with_depthwise:
+        depthwise = functools.partial(DepthwiseConv, implementation=module.depthwise_implementation,
+                                      dtype=module.dtype, param_dtype=module.param_dtype)
+    norm = functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=module.bn_momentum,
+        epsilon=module.bn_epsilon,
+        axis_name=module.bn_axis_name,
+        axis_index_groups=module.bn_axis_index_groups,
+        dtype=module.dtype,
+        param_dtype=module.param_dtype,
+    )
+    return conv, depthwise, norm
+
+
+def classifier(module: nn.Module, x: Array, train: bool, name: str = "classifier") -> Array:
+    """Dropout (train only) -> Dense with bias -> float32 logits."""
+    x = nn.Dropout(module.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(module.num_classes, kernel_init=dense_kernel_init, dtype=module.dtype,
+                 param_dtype=module.param_dtype, name=name)(x)
+    return jnp.asarray(x, jnp.float32)

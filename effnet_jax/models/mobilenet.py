@@ -33,7 +33,6 @@ these modules never do.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 from typing import Any, Callable, Sequence
@@ -50,38 +49,6 @@ Array = jax.Array
 
 # Batch norm: Keras uses epsilon 1e-3 everywhere (= ours) and momentum 0.99 (V1) or 0.999 (V2/V3).
 # Momentum only matters when training; every family here defaults to the reference's 0.99.
-
-
-def injected_layers(module: nn.Module, train: bool, *, with_depthwise: bool = True):
-    """(conv, depthwise, norm) factories sharing the module's dtype and batch-norm settings.
-
-    The same wiring as ``EfficientNet.__call__``: every block of a network gets one padding rule,
-    one initialiser, one compute dtype and one batch-norm grouping (``bn_axis_name``).
-    """
-    conv = functools.partial(layers.Conv, dtype=module.dtype, param_dtype=module.param_dtype)
-    depthwise = None
-    if with_depthwise:
-        depthwise = functools.partial(layers.DepthwiseConv, implementation=module.depthwise_implementation,
-                                      dtype=module.dtype, param_dtype=module.param_dtype)
-    norm = functools.partial(
-        nn.BatchNorm,
-        use_running_average=not train,
-        momentum=module.bn_momentum,
-        epsilon=module.bn_epsilon,
-        axis_name=module.bn_axis_name,
-        axis_index_groups=module.bn_axis_index_groups,
-        dtype=module.dtype,
-        param_dtype=module.param_dtype,
-    )
-    return conv, depthwise, norm
-
-
-def classifier(module: nn.Module, x: Array, train: bool, name: str = "classifier") -> Array:
-    """Dropout (train only) -> Dense with bias -> float32 logits."""
-    x = nn.Dropout(module.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(module.num_classes, kernel_init=layers.dense_kernel_init, dtype=module.dtype,
-                 param_dtype=module.param_dtype, name=name)(x)
-    return jnp.asarray(x, jnp.float32)
 
 
 def repeat_stages(stages: Sequence[Sequence[Any]], depth: float) -> list[tuple[int, int, Any]]:
@@ -215,7 +182,7 @@ class MobileNetV1(_MobileNetBase):
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Array:
-        conv, depthwise, norm = injected_layers(self, train)
+        conv, depthwise, norm = layers.injected_layers(self, train)
         x = jnp.asarray(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.relu6(norm(name="stem_bn")(x))
@@ -224,7 +191,7 @@ class MobileNetV1(_MobileNetBase):
                                name=f"blocks_{index}")(x, train)
         if not self.include_head:
             return x
-        return classifier(self, jnp.mean(x, axis=(1, 2)), train)
+        return layers.classifier(self, jnp.mean(x, axis=(1, 2)), train)
 
 
 def mobilenet_v1(width: float = 1.0, depth: float = 1.0, **module_kwargs) -> MobileNetV1:
@@ -268,7 +235,7 @@ class MobileNetV2(_MobileNetBase):
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Array:
-        conv, depthwise, norm = injected_layers(self, train)
+        conv, depthwise, norm = layers.injected_layers(self, train)
         x = jnp.asarray(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.relu6(norm(name="stem_bn")(x))
@@ -291,7 +258,7 @@ class MobileNetV2(_MobileNetBase):
             return x
         x = conv(self.head_filters, (1, 1), name="head_conv")(x)
         x = layers.relu6(norm(name="head_bn")(x))
-        return classifier(self, jnp.mean(x, axis=(1, 2)), train)
+        return layers.classifier(self, jnp.mean(x, axis=(1, 2)), train)
 
 
 def mobilenet_v2(width: float = 1.0, depth: float = 1.0, **module_kwargs) -> MobileNetV2:
@@ -367,7 +334,7 @@ class MobileNetV3(_MobileNetBase):
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Array:
-        conv, depthwise, norm = injected_layers(self, train)
+        conv, depthwise, norm = layers.injected_layers(self, train)
         x = jnp.asarray(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.hard_swish(norm(name="stem_bn")(x))
@@ -395,7 +362,7 @@ class MobileNetV3(_MobileNetBase):
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.head_features, kernel_init=layers.dense_kernel_init, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="head_dense")(x)
-        return classifier(self, layers.hard_swish(x), train)
+        return layers.classifier(self, layers.hard_swish(x), train)
 
 
 def mobilenet_v3(size: str, width: float = 1.0, depth: float = 1.0, **module_kwargs) -> MobileNetV3:

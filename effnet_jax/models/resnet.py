@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from effnet_jax import scaling
-from effnet_jax.models.mobilenet import classifier, injected_layers
+from effnet_jax.models import layers
 
 Array = jax.Array
 
@@ -143,7 +143,7 @@ class ResNet(nn.Module):
     def __call__(self, images: Array, train: bool = False) -> Array:
         if self.stride_on not in ("3x3", "1x1"):
             raise ValueError(f"stride_on must be '3x3' (v1.5) or '1x1' (v1, Keras), got {self.stride_on!r}.")
-        conv, _, norm = injected_layers(self, train, with_depthwise=False)
+        conv, _, norm = layers.injected_layers(self, train, with_depthwise=False)
         conv = functools.partial(conv, use_bias=self.conv_bias)
         block_module = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
         x = jnp.asarray(images, self.dtype)
@@ -156,7 +156,7 @@ class ResNet(nn.Module):
                              self.stride_on, name=f"blocks_{index}")(x, train)
         if not self.include_head:
             return x
-        return classifier(self, jnp.mean(x, axis=(1, 2)), train)
+        return layers.classifier(self, jnp.mean(x, axis=(1, 2)), train)
 
     def stage_rows(self, resolution: int) -> list[dict]:
         """Rows for ``effnet_jax.summary``: stem (conv + pool), one per stage, head."""
