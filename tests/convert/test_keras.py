@@ -39,7 +39,8 @@ def keras_b0():
     model = keras_converter.build_keras_model('efficientnet-b0', input_shape=(SIZE, SIZE, 3))
     randomize_batch_norms(model, np.random.default_rng(0))
     mean, std = normalization_constants('efficientnet')
-    normalization = model.get_layer('normalization')
+    # By type: Keras names it 'normalization_1' if another Keras model was built in this process first.
+    normalization = next(l for l in model.layers if isinstance(l, keras.layers.Normalization))
     normalization.set_weights([mean / 255, (std / 255) ** 2, np.array(0)])
     normalization.finalize_state()  # Normalization computes with copies made when it was built
     return model
