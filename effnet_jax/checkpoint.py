@@ -14,11 +14,22 @@ never listed; leftover temporary directories are removed when a Checkpointer is 
 step that was committed but later damaged (truncated file, lost object) fails to restore; then
 `restore_latest` falls back to the newest step that restores and moves the damaged ones aside to
 <directory>/corrupted/ so that training can save those step numbers again.
+
+A save that fails (disk full, I/O error, lost permissions) raises `CheckpointSaveError` naming the
+step, from `save` or from the next `save`/`wait_until_finished`/`close` when it was asynchronous. The
+failed step is never committed and the earlier checkpoints are left as they were.
+
+SIGTERM: after `treat_sigterm_as_preemption()` in a single-process job, SIGTERM (what Cloud TPU, GKE and most
+schedulers send before a preemption) only sets a flag that `reached_preemption` reports, so the
+trainer saves and exits cleanly at the end of the current step. Multi-process jobs get the same
+from JAX's preemption service, which agrees on one step for all hosts (a per-host flag could not).
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +46,10 @@ CONFIG_DEFAULTS = dict(
     checkpoint_keep_best=True,  # also keep the checkpoint with the highest eval_top1
     checkpoint_async=True,      # write checkpoints in a background thread
 )
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed; that step was not committed and earlier checkpoints are intact."""
 
 
 class Restored(NamedTuple):
@@ -101,6 +116,10 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._step_in_flight: int | None = None  # an asynchronous save not yet known to be complete
+        self._save_failed = False
+        self._sigterm_received = False
+        self._previous_sigterm_handler = None
 
     # ---- queries
 
@@ -138,12 +157,33 @@ class Checkpointer:
         """
         if 'model_name' not in metadata:
             raise ValueError("Checkpoint metadata needs a 'model_name' entry (see check_compatible).")
+        self.wait_until_finished()  # Orbax waits for the previous save anyway; this names its errors.
         if step in self._manager.all_steps():
             return False  # e.g. the final save right after a periodic save of the same step
         metadata = dict(metadata, step=int(step), data_position=int(data_position))
         items = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                    metadata=ocp.args.JsonSave(metadata))
-        return self._manager.save(step, args=items, metrics=_json_metrics(metrics), force=force)
+        try:
+            saved = self._manager.save(step, args=items, metrics=_json_metrics(metrics), force=force)
+        except Exception as error:  # OSError, or ValueError/RuntimeError from TensorStore
+            raise self._save_error(step, error) from error
+        if saved:
+            self._step_in_flight = int(step)
+        return saved
+
+    def _save_error(self, step: int, error: Exception) -> CheckpointSaveError:
+        self._save_failed = True
+        self._step_in_flight = None
+        try:
+            kept = sorted(set(self._manager.all_steps()) - {step})
+        except Exception:  # the storage may be unreadable too
+            kept = []
+        resume = f'resume from step {kept[-1]}' if kept else 'start from step 0 (no earlier checkpoint)'
+        what = 'a checkpoint' if step is None else f'the checkpoint of step {step}'
+        return CheckpointSaveError(
+            f'Saving {what} to {self.directory} failed: {type(error).__name__}: '
+            f'{error}\nThat step was not committed; the earlier checkpoints (steps {kept}) are intact. '
+            f'Free disk space or fix the storage, then rerun the same command to {resume}.')
 
     # ---- restore
 
@@ -220,17 +260,52 @@ class Checkpointer:
         """True when a preemption notice was received and all hosts reached this step: save now.
 
         Needs jax.distributed to be initialised (sharding.maybe_initialize_distributed), as it is on
-        Cloud TPU; elsewhere always False.
+        Cloud TPU; elsewhere always False, except after SIGTERM once `treat_sigterm_as_preemption`
+        was called.
         """
-        return bool(self._manager.reached_preemption(step))
+        return self._sigterm_received or bool(self._manager.reached_preemption(step))
+
+    def treat_sigterm_as_preemption(self) -> bool:
+        """From now until `close`, SIGTERM makes `reached_preemption` True instead of killing us.
+
+        Only in single-process jobs run from the main thread (Python's rule for signal handlers);
+        with several processes JAX's preemption service does this for all hosts at once. Returns
+        True if the handler was installed.
+        """
+        if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+            return False
+        if self._previous_sigterm_handler is None:
+            self._previous_sigterm_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return True
+
+    def _on_sigterm(self, signum, frame):
+        logging.warning('SIGTERM received: the trainer will save a checkpoint after this step and exit.')
+        self._sigterm_received = True
 
     def wait_until_finished(self) -> None:
-        self._manager.wait_until_finished()
+        """Blocks until the pending save is committed; raises CheckpointSaveError if it failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:
+            raise self._save_error(self._step_in_flight, error) from error
+        self._step_in_flight = None
 
     def close(self) -> None:
-        """Waits for pending saves and releases Orbax's threads."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for pending saves and releases Orbax's threads (and the SIGTERM handler).
+
+        Raises CheckpointSaveError if the pending save failed, unless a save error was already raised.
+        """
+        if self._previous_sigterm_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm_handler)
+            self._previous_sigterm_handler = None
+        already_reported = self._save_failed
+        try:
+            self.wait_until_finished()
+        except CheckpointSaveError:
+            if not already_reported:
+                raise
+        finally:
+            self._manager.close()
 
     def __enter__(self):
         return self
