@@ -76,9 +76,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
     raise ValueError(f'Unknown config.dtype={config.dtype!r}; use one of {list(COMPUTE_DTYPES)}.')
   if config.nan_policy not in NAN_POLICIES:
     raise ValueError(f'Unknown config.nan_policy={config.nan_policy!r}; use one of {NAN_POLICIES}.')
-  if config.max_consecutive_nan_skips < 1:
-    raise ValueError('config.max_consecutive_nan_skips must be >= 1, got '
-                     f'{config.max_consecutive_nan_skips}.')
+  check_field_values(config)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ValueError('Set config.num_train_steps > 0 or config.num_epochs > 0.')
   if config.log_every_steps <= 0:
@@ -99,6 +97,60 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
   per_host_eval = sharding.per_host_batch_size(config.eval_batch_size)
   return RunPlan(spec, int(image_size), COMPUTE_DTYPES[config.dtype], group_size, per_device,
                  per_host, per_host_eval)
+
+
+def _in_range(low, high, low_open=False, high_open=True, none_ok=False):
+  def check(value):
+    if value is None:
+      return none_ok
+    return ((low < value if low_open else low <= value) and
+            (value < high if high_open else value <= high))
+  return check
+
+
+# field -> (rule, what the value must be). Fields whose mistakes would otherwise surface only later,
+# inside the optimizer, the input pipeline or the model (after the dataset is read and the program
+# compiled), or never (a negative weight decay trains, badly).
+FIELD_RULES = {
+    'dropout_rate': (_in_range(0, 1, none_ok=True), 'in [0, 1), or None for the variant default'),
+    'survival_prob': (_in_range(0, 1, low_open=True, high_open=False, none_ok=True),
+                      'in (0, 1], or None to disable stochastic depth'),
+    'bn_momentum': (_in_range(0, 1), 'in [0, 1)'),
+    'label_smoothing': (_in_range(0, 1), 'in [0, 1)'),
+    'base_learning_rate': (_in_range(0, math.inf), 'a finite number >= 0'),
+    'warmup_epochs': (_in_range(0, math.inf), 'a finite number >= 0'),
+    'weight_decay': (_in_range(0, math.inf), 'a finite number >= 0'),
+    'moving_average_decay': (_in_range(0, 1, high_open=False), 'in [0, 1]'),
+    'num_epochs': (_in_range(-math.inf, math.inf), 'a finite number'),
+    'mixup_alpha': (_in_range(0, math.inf), '>= 0 (0 disables mixup)'),
+    'shuffle_buffer_size': (_in_range(1, math.inf), '>= 1'),
+    'randaug_num_layers': (_in_range(0, math.inf), '>= 0'),
+    'checkpoint_max_to_keep': (_in_range(1, math.inf, none_ok=True), '>= 1, or None to keep all'),
+    'max_consecutive_nan_skips': (_in_range(1, math.inf), '>= 1'),
+    'augment_name': (lambda v: v in data_lib.pipeline.AUGMENT_NAMES,
+                     f'one of {data_lib.pipeline.AUGMENT_NAMES}'),
+    'train_crop': (lambda v: v in data_lib.preprocessing.TRAIN_CROPS,
+                   f'one of {data_lib.preprocessing.TRAIN_CROPS}'),
+    'lr_schedule': (lambda v: v in optim.LR_SCHEDULES, f'one of {optim.LR_SCHEDULES}'),
+    'optimizer': (lambda v: v in optim.OPTIMIZERS, f'one of {optim.OPTIMIZERS}'),
+    'depthwise_implementation': (lambda v: v in models.depthwise.IMPLEMENTATIONS,
+                                 f'one of {models.depthwise.IMPLEMENTATIONS}'),
+}
+
+
+def check_field_values(config) -> None:
+  """Raises ValueError naming the first field of FIELD_RULES whose value is out of range."""
+  for name, (rule, requirement) in FIELD_RULES.items():
+    if name not in config:
+      continue
+    value = config[name]
+    try:
+      valid = bool(rule(value))
+    except TypeError:  # e.g. a string where a number belongs (Python-built configs)
+      valid = False
+    if not valid:
+      raise ValueError(f'config.{name}={value!r} is invalid: it must be {requirement}. Set '
+                       f'--config.{name} accordingly.')
 
 
 def total_train_steps(config, num_train_examples: int) -> int:

@@ -77,9 +77,9 @@ class Trainer:
       self.log_file.write(line)
     self.log_file.flush()
 
-  def find(self, pattern: re.Pattern, start: int = 0) -> list[int]:
-    """Integers captured by `pattern` in log lines [start:], in order."""
-    return [int(m.group(1)) for line in self.lines[start:] for m in [pattern.search(line)] if m]
+  def find(self, pattern: re.Pattern) -> list[int]:
+    """Integers captured by `pattern` in this process's log lines, in order."""
+    return [int(m.group(1)) for line in list(self.lines) for m in [pattern.search(line)] if m]
 
   def running(self) -> bool:
     return self.process.poll() is None
@@ -177,46 +177,43 @@ def check_workdir(reader: CheckpointReader, checkpoint_dir: pathlib.Path, verifi
 
 
 def wait_for_phase(trainer: Trainer, phase: str, checkpoint_dir: pathlib.Path,
-                   rng: random.Random, start_line: int, timeout: float = 600) -> str | None:
-  """Blocks until `phase` is reached in this run; returns the phase observed at that moment
-  (or None if the trainer exited first)."""
+                   rng: random.Random, timeout: float = 600) -> str | None:
+  """Blocks until `phase` is reached in this run and returns the phase observed at that moment
+  (another one if it ended meanwhile), or None if the trainer exited first."""
   deadline = time.time() + timeout
   if phase == 'startup':
     time.sleep(rng.uniform(0.5, 8.0))
-    return 'startup' if not trainer.find(STEP_LINE, start_line) and trainer.running() else None
-  if phase == 'step':
-    first_steps = rng.randint(1, 6)
-    while time.time() < deadline and trainer.running():
-      if len(trainer.find(STEP_LINE, start_line)) >= first_steps:
-        time.sleep(rng.uniform(0.0, 0.3))
-        return None if not trainer.running() else current_phase(trainer, checkpoint_dir, start_line)
-      time.sleep(0.02)
-    return None
-  if phase == 'checkpoint write':
-    while time.time() < deadline and trainer.running():
-      if save_in_flight(checkpoint_dir):
-        time.sleep(rng.uniform(0.0, 0.02))
-        return 'checkpoint write' if save_in_flight(checkpoint_dir) else current_phase(
-            trainer, checkpoint_dir, start_line)
-      time.sleep(0.002)
-    return None
-  assert phase == 'eval'
+    return 'startup' if trainer.running() and not trainer.find(STEP_LINE) else None
+  def reached():
+    if phase == 'step':
+      return len(trainer.find(STEP_LINE)) >= target_steps
+    if phase == 'checkpoint write':
+      return in_loop(trainer) and save_in_flight(checkpoint_dir)
+    return bool(trainer.find(EVAL_START))
+  target_steps = rng.randint(1, 6)
   while time.time() < deadline and trainer.running():
-    if trainer.find(EVAL_START, start_line):
-      time.sleep(rng.uniform(0.0, 0.1))
-      return current_phase(trainer, checkpoint_dir, start_line)
-    time.sleep(0.005)
+    if reached():
+      time.sleep({'step': rng.uniform(0.0, 0.3), 'checkpoint write': rng.uniform(0.0, 0.02),
+                  'eval': rng.uniform(0.0, 0.1)}[phase])
+      return current_phase(trainer, checkpoint_dir) if trainer.running() else None
+    time.sleep(0.002 if phase == 'checkpoint write' else 0.01)
   return None
 
 
-def current_phase(trainer: Trainer, checkpoint_dir: pathlib.Path, start_line: int) -> str:
+def in_loop(trainer: Trainer) -> bool:
+  """The training loop has started: temporary checkpoint directories are this run's saves (a
+  killed run's leftovers are removed when the restarted trainer opens its checkpoints)."""
+  return bool(trainer.find(STEP_LINE))
+
+
+def current_phase(trainer: Trainer, checkpoint_dir: pathlib.Path) -> str:
+  if not in_loop(trainer):
+    return 'startup'
   if save_in_flight(checkpoint_dir):
     return 'checkpoint write'
-  started = trainer.find(EVAL_START, start_line)
-  finished = trainer.find(EVAL_DONE, start_line)
-  if started and (not finished or finished[-1] < started[-1] or len(finished) < len(started)):
+  if len(trainer.find(EVAL_START)) > len(trainer.find(EVAL_DONE)):
     return 'eval'
-  return 'step' if trainer.find(STEP_LINE, start_line) else 'startup'
+  return 'step'
 
 
 def run_chain(chain: int, args, env: dict, reader: CheckpointReader, tally: Tally,
@@ -250,7 +247,7 @@ def run_chain(chain: int, args, env: dict, reader: CheckpointReader, tally: Tall
     if phase is None:
       observed = None
     else:
-      observed = wait_for_phase(trainer, phase, checkpoint_dir, rng, 0)
+      observed = wait_for_phase(trainer, phase, checkpoint_dir, rng)
     if observed is None:  # ran to completion (or no more trials wanted): let it finish
       returncode = trainer.wait()
       if returncode != 0 or not trainer.find(DONE):
@@ -287,7 +284,6 @@ def run_chain(chain: int, args, env: dict, reader: CheckpointReader, tally: Tall
         tally.fail(f'chain {chain}: SIGTERM did not lead to a clean save and exit (status '
                    f'{returncode}, saved {saved}, checkpoints {sorted(after)})')
       if trainer.find(DONE):  # SIGTERM raced the end of the run: the chain is complete
-        tally.resumes_ok += 1
         check_workdir(reader, checkpoint_dir, verified, tally)
         tally.final_equal += final_step in verified
         return
