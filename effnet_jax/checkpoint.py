@@ -11,7 +11,9 @@ Layout of a step directory written by `Checkpointer.save` (Orbax items):
 Why it is safe to kill at any time: Orbax writes each step into a temporary directory and renames it
 (or, on GCS, writes a commit marker) only once every item is complete, so a half-written step is
 never listed; leftover temporary directories are removed when a Checkpointer is next created. A
-step that was committed but later damaged (truncated file, lost object) fails to restore; then
+step that was committed but later damaged (truncated file, lost object, flipped bits) fails to
+restore, or restores with values whose CRC-32 differs from the one saved in its metadata (Orbax and
+TensorStore do not checksum array data, so without this a flipped bit would load silently); then
 `restore_latest` falls back to the newest step that restores and moves the damaged ones aside to
 <directory>/corrupted/ so that training can save those step numbers again.
 
@@ -30,6 +32,7 @@ import logging
 import os
 import signal
 import threading
+import zlib
 from typing import Any, NamedTuple
 
 import jax
@@ -40,6 +43,7 @@ from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'eval_top1'
 CORRUPTED_SUBDIR = 'corrupted'
+CHECKSUM_KEY = 'state_crc32'  # metadata entry: {tree path: [dtype name, CRC-32 of the bytes]}
 
 CONFIG_DEFAULTS = dict(
     checkpoint_max_to_keep=3,   # newest checkpoints kept (plus the best by eval_top1)
@@ -50,6 +54,10 @@ CONFIG_DEFAULTS = dict(
 
 class CheckpointSaveError(OSError):
     """Writing a checkpoint failed; that step was not committed and earlier checkpoints are intact."""
+
+
+class CheckpointCorruptedError(ValueError):
+    """A checkpoint restored, but its arrays do not match the checksums saved with it."""
 
 
 class Restored(NamedTuple):
@@ -84,6 +92,42 @@ def _abstract(tree):
             return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
         return leaf
     return jax.tree.map(to_abstract, tree)
+
+
+def state_checksums(state) -> dict[str, list] | None:
+    """[dtype name, CRC-32] of each array of `state` (as this host holds it), keyed by tree path.
+
+    None when some array is not fully replicated: then no host holds all of it, and the check is
+    skipped (the trainer's state is replicated). Costs one host copy of the state per save.
+    """
+    checksums = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if isinstance(leaf, jax.Array):
+            if not leaf.is_fully_replicated:
+                return None
+            leaf = leaf.addressable_data(0)
+        array = np.ascontiguousarray(np.asarray(leaf))
+        checksums[jax.tree_util.keystr(path)] = [array.dtype.name,
+                                                 zlib.crc32(array.reshape(-1).view(np.uint8))]
+    return checksums
+
+
+def _verify_checksums(step: int, state, expected: dict[str, list] | None) -> None:
+    """Raises CheckpointCorruptedError if a restored array differs from its saved checksum.
+
+    Arrays restored into another dtype than they were saved in (a restore target may ask Orbax to
+    cast) cannot be compared and are skipped.
+    """
+    actual = state_checksums(state) if expected is not None else None
+    if actual is None:  # saved without checksums (older checkpoint, sharded state)
+        return
+    damaged = sorted(set(expected) ^ set(actual) | {
+        path for path, (dtype, crc) in expected.items()
+        if path in actual and actual[path][0] == dtype and actual[path][1] != crc})
+    if damaged:
+        raise CheckpointCorruptedError(
+            f'Checkpoint at step {step}: {len(damaged)} array(s) differ from the checksums saved with '
+            f'them (e.g. {", ".join(damaged[:3])}); its files were damaged after it was written.')
 
 
 def _json_metrics(metrics: dict | None) -> dict | None:
@@ -138,7 +182,9 @@ class Checkpointer:
         if step is None:
             return None
         restored = self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-        return dict(restored['metadata'])
+        metadata = dict(restored['metadata'])
+        metadata.pop(CHECKSUM_KEY, None)
+        return metadata
 
     # ---- save
 
@@ -160,7 +206,8 @@ class Checkpointer:
         self.wait_until_finished()  # Orbax waits for the previous save anyway; this names its errors.
         if step in self._manager.all_steps():
             return False  # e.g. the final save right after a periodic save of the same step
-        metadata = dict(metadata, step=int(step), data_position=int(data_position))
+        metadata = dict(metadata, step=int(step), data_position=int(data_position),
+                        **{CHECKSUM_KEY: state_checksums(state)})
         items = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                    metadata=ocp.args.JsonSave(metadata))
         try:
@@ -190,6 +237,8 @@ class Checkpointer:
     def restore(self, step: int, abstract_state) -> Restored:
         """Restores one step; arrays land with the shardings of `abstract_state`'s leaves.
 
+        Raises CheckpointCorruptedError if the arrays do not match the checksums saved with them.
+
         Args:
           abstract_state: pytree like the saved state whose leaves are jax.ShapeDtypeStruct with a
             sharding (e.g. from jax.eval_shape plus replicated shardings), or concrete arrays.
@@ -197,7 +246,9 @@ class Checkpointer:
         items = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(abstract_state)),
                                    metadata=ocp.args.JsonRestore())
         restored = self._manager.restore(step, args=items)
-        return Restored(restored['state'], int(step), dict(restored['metadata']))
+        metadata = dict(restored['metadata'])
+        _verify_checksums(step, restored['state'], metadata.pop(CHECKSUM_KEY, None))
+        return Restored(restored['state'], int(step), metadata)
 
     def restore_latest(self, abstract_state, model_name: str | None = None,
                        image_size: int | None = None) -> Restored | None:

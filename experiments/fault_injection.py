@@ -5,7 +5,7 @@
 Trains the quickstart model (configs/quickstart.py: B0 stages at half width, one block each, 32 px,
 batch 64, digits) shortened to `--steps` steps with a checkpoint every 4 steps and an evaluation
 every 10, as `python -m effnet_jax.main` subprocesses on one CPU device. First one uninterrupted
-reference run keeps every checkpoint. Then chains of runs, each on a fresh workdir: start the
+reference run saves and keeps a checkpoint at every step. Then chains of runs, each on a fresh workdir: start the
 trainer, wait for a randomly chosen phase, send SIGKILL or SIGTERM, restart the same command on the
 same workdir, repeat; a chain ends when its run completes. One kill followed by a restart is one
 trial. Phases, detected from the trainer's own log lines and checkpoint directory:
@@ -52,8 +52,8 @@ SIGTERM_EXIT_TIMEOUT_S = 120  # a SIGTERM'd trainer must have saved and exited b
 
 
 def trainer_command(workdir: pathlib.Path, data_dir: pathlib.Path, steps: int,
-                    max_to_keep: int = MAX_TO_KEEP) -> list[str]:
-  overrides = dict(num_train_steps=steps, checkpoint_every_steps=CHECKPOINT_EVERY,
+                    max_to_keep: int = MAX_TO_KEEP, checkpoint_every: int = CHECKPOINT_EVERY) -> list[str]:
+  overrides = dict(num_train_steps=steps, checkpoint_every_steps=checkpoint_every,
                    eval_every_steps=EVAL_EVERY, log_every_steps=1, data_dir=str(data_dir),
                    checkpoint_max_to_keep=max_to_keep)
   return ([sys.executable, '-m', 'effnet_jax.main', '--config', 'configs/quickstart.py',
@@ -250,7 +250,7 @@ def run_chain(chain: int, args, env: dict, reader: CheckpointReader, tally: Tall
       observed = wait_for_phase(trainer, phase, checkpoint_dir, rng)
     if observed is None:  # ran to completion (or no more trials wanted): let it finish
       returncode = trainer.wait()
-      if returncode != 0 or not trainer.find(DONE):
+      if returncode != 0 or trainer.find(DONE) != [final_step]:
         tally.fail(f'chain {chain}: trainer exited with status {returncode} without finishing '
                    f'(log: {log_path})')
         return
@@ -283,7 +283,7 @@ def run_chain(chain: int, args, env: dict, reader: CheckpointReader, tally: Tall
       else:
         tally.fail(f'chain {chain}: SIGTERM did not lead to a clean save and exit (status '
                    f'{returncode}, saved {saved}, checkpoints {sorted(after)})')
-      if trainer.find(DONE):  # SIGTERM raced the end of the run: the chain is complete
+      if trainer.find(DONE) == [final_step]:  # SIGTERM raced the end of the run: chain complete
         check_workdir(reader, checkpoint_dir, verified, tally)
         tally.final_equal += final_step in verified
         return
@@ -344,8 +344,9 @@ def main(argv=None) -> int:
     shutil.rmtree(reference_dir, ignore_errors=True)
     reference_dir.mkdir(parents=True)
     print(f'Reference run ({args.steps} steps, every checkpoint kept) in {reference_dir} ...', flush=True)
-    reference = Trainer(trainer_command(reference_dir, root / 'tfds', args.steps, max_to_keep=1000),
-                        env, reference_dir / 'trainer.log')
+    # A checkpoint at every step: a SIGTERM'd run saves wherever it stopped.
+    reference = Trainer(trainer_command(reference_dir, root / 'tfds', args.steps, max_to_keep=1000,
+                                        checkpoint_every=1), env, reference_dir / 'trainer.log')
     if reference.wait() != 0:
       print(f'The reference run failed; see {reference_dir / "trainer.log"}.')
       return 1
