@@ -222,6 +222,9 @@ class Checkpointer:
         self._save_failed = True
         self._step_in_flight = None
         try:
+            # Orbax forgets the steps a save would retire when it starts, but deletes their files
+            # only after that save commits: re-read the directory to list what is really there.
+            self._manager.reload()
             kept = sorted(set(self._manager.all_steps()) - {step})
         except Exception:  # the storage may be unreadable too
             kept = []

@@ -15,8 +15,8 @@ trial. Phases, detected from the trainer's own log lines and checkpoint director
   checkpoint write  while Orbax's temporary step directory exists (the async save in flight)
   eval              between 'evaluating' and the eval result line
 After every kill the script checks:
-  - the newest `checkpoint_max_to_keep` checkpoints that were complete before the kill are still
-    there and restore (else: a checkpoint lost);
+  - every checkpoint that was complete before the kill still restores, unless retention retired it
+    because `checkpoint_max_to_keep` newer ones were committed (else: a checkpoint lost);
   - every checkpoint in the workdir equals the reference run's at the same step, bit for bit
     (params, BN statistics, optimizer state, EMA, RNG; else: a mismatch);
   - SIGTERM: the trainer saved and exited cleanly (exit status 0, 'Preemption notice: saved step N');
@@ -288,9 +288,11 @@ def run_chain(chain: int, args, env: dict, reader: CheckpointReader, tally: Tall
         tally.final_equal += final_step in verified
         return
     restorable = check_workdir(reader, checkpoint_dir, verified, tally)
-    required = sorted(before)[-MAX_TO_KEEP:]
-    for step in required:
-      if not restorable.get(step, False):
+    good = [s for s, ok in restorable.items() if ok]
+    for step in sorted(before):
+      # Retention may retire a step once MAX_TO_KEEP newer ones are committed (a SIGTERM'd trainer
+      # goes on saving); otherwise a step that was complete before the kill must still restore.
+      if step not in good and sum(s > step for s in good) < MAX_TO_KEEP:
         tally.lost += 1
         tally.fail(f'chain {chain}: checkpoint {step}, complete before the kill, is gone or broken')
     expected_resume = max((s for s, ok in restorable.items() if ok), default=0)
