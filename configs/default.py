@@ -69,7 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- Batch-norm statistics (§2.9): 'reference' (per device up to 8 devices, then groups of
   # max(8, devices // 8)), 'global', 'per_device', or an integer group size dividing the devices.
-  # ---- Multi-host: distributed, coordinator_address, num_processes, process_id (sharding.py).
+  # ---- Multi-host: distributed, coordinator_address, num_processes, process_id,
+  # heartbeat_timeout_seconds, shutdown_timeout_seconds (sharding.py).
   for name, value in sharding.CONFIG_DEFAULTS.items():
     config[name] = _field(name, value)
 
