@@ -21,9 +21,9 @@ A save that fails (disk full, I/O error, lost permissions) raises `CheckpointSav
 step, from `save` or from the next `save`/`wait_until_finished`/`close` when it was asynchronous. The
 failed step is never committed and the earlier checkpoints are left as they were.
 
-SIGTERM: after `treat_sigterm_as_preemption()` in a single-process job, SIGTERM (what Cloud TPU, GKE and most
-schedulers send before a preemption) only sets a flag that `reached_preemption` reports, so the
-trainer saves and exits cleanly at the end of the current step. Multi-process jobs get the same
+SIGTERM: after `treat_sigterm_as_preemption()` in a single-process job, SIGTERM (what Cloud TPU,
+GKE and most schedulers send before a preemption) only sets a flag that `reached_preemption`
+reports, so the trainer saves and exits cleanly at the end of the current step. Multi-process jobs get the same
 from JAX's preemption service, which agrees on one step for all hosts (a per-host flag could not).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Usage: multiprocess_train_worker.py PROCESS_ID PORT WORKDIR DATA_DIR NUM_TRAIN_STEPS
 Joins jax.distributed through the trainer's own path (sharding.maybe_initialize_distributed, with
-5-second heartbeat and shutdown timeouts) and runs train_and_evaluate on the tiny digits config.
+10-second heartbeat and shutdown timeouts) and runs train_and_evaluate on the tiny digits config.
 """
 import os
 import sys
@@ -25,6 +25,6 @@ from test_train import tiny_config  # noqa: E402
 config = tiny_config(data_dir, num_train_steps=num_train_steps, batch_size=8, eval_batch_size=40)
 config.coordinator_address = f'127.0.0.1:{port}'
 config.num_processes, config.process_id = 2, process_id
-config.heartbeat_timeout_seconds = config.shutdown_timeout_seconds = 5
+config.heartbeat_timeout_seconds = config.shutdown_timeout_seconds = 10
 sharding.maybe_initialize_distributed(config)
 train.train_and_evaluate(config, workdir)

@@ -83,6 +83,12 @@ def launch_training(process_id, port, workdir, data_dir, num_train_steps):
        str(num_train_steps)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def first_error(output: str) -> str:
+  """The part of a worker's output worth reading: from its first traceback or fatal error."""
+  starts = [i for i in (output.find('Traceback'), output.find('\nF1')) if i >= 0]
+  return output[min(starts, default=max(0, len(output) - 3000)):][:3000]
+
+
 def committed_steps(workdir):
   directory = workdir / 'checkpoints'
   return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if directory.exists() else []
@@ -90,8 +96,8 @@ def committed_steps(workdir):
 
 def test_killing_one_process_stops_the_other_and_both_resume(tmp_path):
   """kill -9 of process 1 mid-training: process 0 exits with JAX's "another task died" error within
-  the heartbeat timeout (5 s here) instead of hanging in a collective; restarting both resumes from
-  the last complete checkpoint."""
+  the heartbeat timeout (10 s here; the bound allows for a loaded machine) instead of hanging in a
+  collective; restarting both resumes from the last complete checkpoint."""
   from effnet_jax import data
   data_dir, workdir = tmp_path / 'tfds', tmp_path / 'workdir'
   data.dataset_info('digits', str(data_dir))  # prepare once, before two processes race to do it
@@ -100,7 +106,8 @@ def test_killing_one_process_stops_the_other_and_both_resume(tmp_path):
   try:
     deadline = time.time() + 300
     while len(committed_steps(workdir)) < 1 and time.time() < deadline:
-      assert all(p.poll() is None for p in processes), processes[0].communicate()[0][-3000:]
+      for process in processes:
+        assert process.poll() is None, first_error(process.communicate()[0])
       time.sleep(0.1)
     assert committed_steps(workdir), 'no checkpoint within 300 s'
     processes[1].kill()
@@ -119,5 +126,5 @@ def test_killing_one_process_stops_the_other_and_both_resume(tmp_path):
   restarted = [launch_training(i, port, workdir, data_dir, latest + 1) for i in range(2)]
   outputs = [p.communicate(timeout=300)[0] for p in restarted]
   for process, output in zip(restarted, outputs):
-    assert process.returncode == 0, output[-3000:]
+    assert process.returncode == 0, first_error(output)
   assert f'at step {latest}.' in outputs[0] and f'Done: step {latest + 1}' in outputs[0]  # logs: process 0
