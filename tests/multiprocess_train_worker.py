@@ -16,7 +16,9 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tests'))
 
 import jax  # noqa: E402
+from absl import logging  # noqa: E402
 
+logging.set_verbosity(logging.INFO)  # the test reads 'Resumed from ... at step N.' and 'Done: step N'
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # cross-process CPU collectives
 
 from effnet_jax import sharding, train  # noqa: E402
