@@ -181,9 +181,9 @@ def wait_for_phase(trainer: Trainer, phase: str, checkpoint_dir: pathlib.Path,
   """Blocks until `phase` is reached in this run and returns the phase observed at that moment
   (another one if it ended meanwhile), or None if the trainer exited first."""
   deadline = time.time() + timeout
-  if phase == 'startup':
+  if phase == 'startup':  # (if start-up was quicker than the delay: a kill during the steps)
     time.sleep(rng.uniform(0.5, 8.0))
-    return 'startup' if trainer.running() and not trainer.find(STEP_LINE) else None
+    return current_phase(trainer, checkpoint_dir) if trainer.running() else None
   def reached():
     if phase == 'step':
       return len(trainer.find(STEP_LINE)) >= target_steps
