@@ -64,12 +64,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 6255      # ~10 epochs at 2048 (§2.1); <= 0: evaluate at the end only
   config.checkpoint_every_steps = 1251  # ~2 epochs at 2048 (§2.1); <= 0: at the end only
   config.seed = 0                     # model init, dropout and data order
-  config.nan_policy = 'stop'          # 'stop': raise on a non-finite loss/params (last good
-                                      # checkpoint kept); 'ignore': keep going (debugging only)
+  config.nan_policy = 'stop'          # 'stop': raise on a non-finite loss/gradients/params (the
+                                      # last good checkpoint is kept); 'skip': do not apply such a
+                                      # step's update, log it and go on; 'ignore': keep going
+                                      # (debugging only)
+  config.max_consecutive_nan_skips = 10  # 'skip' stops after this many skipped steps in a row
 
   # ---- Batch-norm statistics (§2.9): 'reference' (per device up to 8 devices, then groups of
   # max(8, devices // 8)), 'global', 'per_device', or an integer group size dividing the devices.
-  # ---- Multi-host: distributed, coordinator_address, num_processes, process_id (sharding.py).
+  # ---- Multi-host: distributed, coordinator_address, num_processes, process_id,
+  # heartbeat_timeout_seconds, shutdown_timeout_seconds (sharding.py).
   for name, value in sharding.CONFIG_DEFAULTS.items():
     config[name] = _field(name, value)
 

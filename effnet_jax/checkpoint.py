@@ -11,14 +11,28 @@ Layout of a step directory written by `Checkpointer.save` (Orbax items):
 Why it is safe to kill at any time: Orbax writes each step into a temporary directory and renames it
 (or, on GCS, writes a commit marker) only once every item is complete, so a half-written step is
 never listed; leftover temporary directories are removed when a Checkpointer is next created. A
-step that was committed but later damaged (truncated file, lost object) fails to restore; then
+step that was committed but later damaged (truncated file, lost object, flipped bits) fails to
+restore, or restores with values whose CRC-32 differs from the one saved in its metadata (Orbax and
+TensorStore do not checksum array data, so without this a flipped bit would load silently); then
 `restore_latest` falls back to the newest step that restores and moves the damaged ones aside to
 <directory>/corrupted/ so that training can save those step numbers again.
+
+A save that fails (disk full, I/O error, lost permissions) raises `CheckpointSaveError` naming the
+step, from `save` or from the next `save`/`wait_until_finished`/`close` when it was asynchronous. The
+failed step is never committed and the earlier checkpoints are left as they were.
+
+SIGTERM: after `treat_sigterm_as_preemption()` in a single-process job, SIGTERM (what Cloud TPU,
+GKE and most schedulers send before a preemption) only sets a flag that `reached_preemption`
+reports, so the trainer saves and exits cleanly at the end of the current step. Multi-process jobs get the same
+from JAX's preemption service, which agrees on one step for all hosts (a per-host flag could not).
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import zlib
 from typing import Any, NamedTuple
 
 import jax
@@ -29,12 +43,21 @@ from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'eval_top1'
 CORRUPTED_SUBDIR = 'corrupted'
+CHECKSUM_KEY = 'state_crc32'  # metadata entry: {tree path: [dtype name, CRC-32 of the bytes]}
 
 CONFIG_DEFAULTS = dict(
     checkpoint_max_to_keep=3,   # newest checkpoints kept (plus the best by eval_top1)
     checkpoint_keep_best=True,  # also keep the checkpoint with the highest eval_top1
     checkpoint_async=True,      # write checkpoints in a background thread
 )
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed; that step was not committed and earlier checkpoints are intact."""
+
+
+class CheckpointCorruptedError(ValueError):
+    """A checkpoint restored, but its arrays do not match the checksums saved with it."""
 
 
 class Restored(NamedTuple):
@@ -71,6 +94,42 @@ def _abstract(tree):
     return jax.tree.map(to_abstract, tree)
 
 
+def state_checksums(state) -> dict[str, list] | None:
+    """[dtype name, CRC-32] of each array of `state` (as this host holds it), keyed by tree path.
+
+    None when some array is not fully replicated: then no host holds all of it, and the check is
+    skipped (the trainer's state is replicated). Costs one host copy of the state per save.
+    """
+    checksums = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        if isinstance(leaf, jax.Array):
+            if not leaf.is_fully_replicated:
+                return None
+            leaf = leaf.addressable_data(0)
+        array = np.ascontiguousarray(np.asarray(leaf))
+        checksums[jax.tree_util.keystr(path)] = [array.dtype.name,
+                                                 zlib.crc32(array.reshape(-1).view(np.uint8))]
+    return checksums
+
+
+def _verify_checksums(step: int, state, expected: dict[str, list] | None) -> None:
+    """Raises CheckpointCorruptedError if a restored array differs from its saved checksum.
+
+    Arrays restored into another dtype than they were saved in (a restore target may ask Orbax to
+    cast) cannot be compared and are skipped.
+    """
+    actual = state_checksums(state) if expected is not None else None
+    if actual is None:  # saved without checksums (older checkpoint, sharded state)
+        return
+    damaged = sorted(set(expected) ^ set(actual) | {
+        path for path, (dtype, crc) in expected.items()
+        if path in actual and actual[path][0] == dtype and actual[path][1] != crc})
+    if damaged:
+        raise CheckpointCorruptedError(
+            f'Checkpoint at step {step}: {len(damaged)} array(s) differ from the checksums saved with '
+            f'them (e.g. {", ".join(damaged[:3])}); its files were damaged after it was written.')
+
+
 def _json_metrics(metrics: dict | None) -> dict | None:
     """Metrics Orbax should record for keep-best: only when eval_top1 is present, as floats."""
     if not metrics or BEST_METRIC not in metrics:
@@ -101,6 +160,10 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._step_in_flight: int | None = None  # an asynchronous save not yet known to be complete
+        self._save_failed = False
+        self._sigterm_received = False
+        self._previous_sigterm_handler = None
 
     # ---- queries
 
@@ -119,7 +182,9 @@ class Checkpointer:
         if step is None:
             return None
         restored = self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-        return dict(restored['metadata'])
+        metadata = dict(restored['metadata'])
+        metadata.pop(CHECKSUM_KEY, None)
+        return metadata
 
     # ---- save
 
@@ -138,17 +203,44 @@ class Checkpointer:
         """
         if 'model_name' not in metadata:
             raise ValueError("Checkpoint metadata needs a 'model_name' entry (see check_compatible).")
+        self.wait_until_finished()  # Orbax waits for the previous save anyway; this names its errors.
         if step in self._manager.all_steps():
             return False  # e.g. the final save right after a periodic save of the same step
-        metadata = dict(metadata, step=int(step), data_position=int(data_position))
+        metadata = dict(metadata, step=int(step), data_position=int(data_position),
+                        **{CHECKSUM_KEY: state_checksums(state)})
         items = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                    metadata=ocp.args.JsonSave(metadata))
-        return self._manager.save(step, args=items, metrics=_json_metrics(metrics), force=force)
+        try:
+            saved = self._manager.save(step, args=items, metrics=_json_metrics(metrics), force=force)
+        except Exception as error:  # OSError, or ValueError/RuntimeError from TensorStore
+            raise self._save_error(step, error) from error
+        if saved:
+            self._step_in_flight = int(step)
+        return saved
+
+    def _save_error(self, step: int, error: Exception) -> CheckpointSaveError:
+        self._save_failed = True
+        self._step_in_flight = None
+        try:
+            # Orbax forgets the steps a save would retire when it starts, but deletes their files
+            # only after that save commits: re-read the directory to list what is really there.
+            self._manager.reload()
+            kept = sorted(set(self._manager.all_steps()) - {step})
+        except Exception:  # the storage may be unreadable too
+            kept = []
+        resume = f'resume from step {kept[-1]}' if kept else 'start from step 0 (no earlier checkpoint)'
+        what = 'a checkpoint' if step is None else f'the checkpoint of step {step}'
+        return CheckpointSaveError(
+            f'Saving {what} to {self.directory} failed: {type(error).__name__}: '
+            f'{error}\nThat step was not committed; the earlier checkpoints (steps {kept}) are intact. '
+            f'Free disk space or fix the storage, then rerun the same command to {resume}.')
 
     # ---- restore
 
     def restore(self, step: int, abstract_state) -> Restored:
         """Restores one step; arrays land with the shardings of `abstract_state`'s leaves.
+
+        Raises CheckpointCorruptedError if the arrays do not match the checksums saved with them.
 
         Args:
           abstract_state: pytree like the saved state whose leaves are jax.ShapeDtypeStruct with a
@@ -157,7 +249,9 @@ class Checkpointer:
         items = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(abstract_state)),
                                    metadata=ocp.args.JsonRestore())
         restored = self._manager.restore(step, args=items)
-        return Restored(restored['state'], int(step), dict(restored['metadata']))
+        metadata = dict(restored['metadata'])
+        _verify_checksums(step, restored['state'], metadata.pop(CHECKSUM_KEY, None))
+        return Restored(restored['state'], int(step), metadata)
 
     def restore_latest(self, abstract_state, model_name: str | None = None,
                        image_size: int | None = None) -> Restored | None:
@@ -220,17 +314,52 @@ class Checkpointer:
         """True when a preemption notice was received and all hosts reached this step: save now.
 
         Needs jax.distributed to be initialised (sharding.maybe_initialize_distributed), as it is on
-        Cloud TPU; elsewhere always False.
+        Cloud TPU; elsewhere always False, except after SIGTERM once `treat_sigterm_as_preemption`
+        was called.
         """
-        return bool(self._manager.reached_preemption(step))
+        return self._sigterm_received or bool(self._manager.reached_preemption(step))
+
+    def treat_sigterm_as_preemption(self) -> bool:
+        """From now until `close`, SIGTERM makes `reached_preemption` True instead of killing us.
+
+        Only in single-process jobs run from the main thread (Python's rule for signal handlers);
+        with several processes JAX's preemption service does this for all hosts at once. Returns
+        True if the handler was installed.
+        """
+        if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+            return False
+        if self._previous_sigterm_handler is None:
+            self._previous_sigterm_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return True
+
+    def _on_sigterm(self, signum, frame):
+        logging.warning('SIGTERM received: the trainer will save a checkpoint after this step and exit.')
+        self._sigterm_received = True
 
     def wait_until_finished(self) -> None:
-        self._manager.wait_until_finished()
+        """Blocks until the pending save is committed; raises CheckpointSaveError if it failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:
+            raise self._save_error(self._step_in_flight, error) from error
+        self._step_in_flight = None
 
     def close(self) -> None:
-        """Waits for pending saves and releases Orbax's threads."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for pending saves and releases Orbax's threads (and the SIGTERM handler).
+
+        Raises CheckpointSaveError if the pending save failed, unless a save error was already raised.
+        """
+        if self._previous_sigterm_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm_handler)
+            self._previous_sigterm_handler = None
+        already_reported = self._save_failed
+        try:
+            self.wait_until_finished()
+        except CheckpointSaveError:
+            if not already_reported:
+                raise
+        finally:
+            self._manager.close()
 
     def __enter__(self):
         return self

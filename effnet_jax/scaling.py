@@ -91,6 +91,11 @@ def flops_growth_per_phi(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
+# Largest φ accepted: 2^20 times the baseline's FLOPs; beyond it the multipliers are meaningless (and
+# overflow float64 from φ ≈ 1000), so a typo fails here rather than as an OverflowError or an OOM.
+MAX_PHI = 20.0
+
+
 def compound_scaling(
     phi: float,
     alpha: float = DEFAULT_ALPHA,
@@ -101,11 +106,14 @@ def compound_scaling(
     """Depth, width and resolution multipliers for compound coefficient ``phi``.
 
     Raises:
-      ValueError: if φ < 0 or any base is below 1 (the paper requires α, β, γ ≥ 1).
+      ValueError: if φ < 0, φ > MAX_PHI or any base is below 1 (the paper requires α, β, γ ≥ 1).
     """
     phi = float(phi)
     if not math.isfinite(phi) or phi < 0:
         raise ValueError(f"phi must be a finite number >= 0, got {phi}. phi=0 is the base model (B0).")
+    if phi > MAX_PHI:
+        raise ValueError(f"phi={phi:g} is beyond MAX_PHI={MAX_PHI:g} (2^{MAX_PHI:g} times B0's FLOPs; "
+                         "EfficientNet-L2 is about phi=9); choose a smaller phi.")
     for label, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not math.isfinite(value) or value < 1.0:
             raise ValueError(f"{label} must be >= 1 (the paper's constraint), got {value}.")

@@ -10,6 +10,10 @@ Config fields read here (defaults in `CONFIG_DEFAULTS`):
   coordinator_address  'host:port' of process 0, or None to auto-detect
   num_processes        number of processes (hosts), or None to auto-detect
   process_id           this process's index, or None to auto-detect
+  heartbeat_timeout_seconds  a process that sends no heartbeat for this long is declared dead and
+                       every other process exits with an error naming it (instead of waiting
+                       forever in a collective)
+  shutdown_timeout_seconds   how long a finishing (or failing) process waits for the others at exit
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ CONFIG_DEFAULTS = dict(
     coordinator_address=None,
     num_processes=None,
     process_id=None,
+    heartbeat_timeout_seconds=100,  # JAX's default
+    shutdown_timeout_seconds=300,   # JAX's default
 )
 
 
@@ -184,6 +190,11 @@ def maybe_initialize_distributed(config) -> bool:
               explicit coordinator_address/num_processes/process_id override detection).
       'off':  never.
     Returns True if the runtime is (now) initialised.
+
+    If a process dies, the others exit within config.heartbeat_timeout_seconds with JAX's error
+    "Terminating process because the JAX distributed service detected fatal errors. This most
+    likely indicates that another task died"; then restart all processes to resume from the last
+    checkpoint (tests/test_multiprocess.py).
     """
     mode = config.get('distributed', 'auto')
     if mode not in ('auto', 'on', 'off'):
@@ -193,9 +204,14 @@ def maybe_initialize_distributed(config) -> bool:
     coordinator_address = config.get('coordinator_address')
     if mode == 'off' or (mode == 'auto' and not coordinator_address and not _on_cloud_tpu()):
         return False
+    timeouts = {name: config.get(name, CONFIG_DEFAULTS[name])
+                for name in ('heartbeat_timeout_seconds', 'shutdown_timeout_seconds')}
+    for name, seconds in timeouts.items():
+        if seconds is None or seconds <= 0:
+            raise ValueError(f'config.{name} must be a positive number of seconds, got {seconds!r}.')
     jax.distributed.initialize(coordinator_address=coordinator_address or None,
                                num_processes=config.get('num_processes'),
-                               process_id=config.get('process_id'))
+                               process_id=config.get('process_id'), **timeouts)
     logging.info('jax.distributed initialised: process %d of %d.',
                  jax.process_index(), jax.process_count())
     return True

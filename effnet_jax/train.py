@@ -40,12 +40,12 @@ from effnet_jax import pretrained
 from effnet_jax import sharding
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-NAN_POLICIES = ('stop', 'ignore')
+NAN_POLICIES = ('stop', 'skip', 'ignore')
 CHECKPOINT_SUBDIR = 'checkpoints'
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN/Inf loss or parameters; the message names the step."""
+  """Training produced a NaN/Inf loss, gradients or parameters; the message names step and quantity."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,6 +79,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
     raise ValueError(f'Unknown config.dtype={config.dtype!r}; use one of {list(COMPUTE_DTYPES)}.')
   if config.nan_policy not in NAN_POLICIES:
     raise ValueError(f'Unknown config.nan_policy={config.nan_policy!r}; use one of {NAN_POLICIES}.')
+  check_field_values(config)
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ValueError('Set config.num_train_steps > 0 or config.num_epochs > 0.')
   if config.log_every_steps <= 0:
@@ -99,6 +100,60 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
   per_host_eval = sharding.per_host_batch_size(config.eval_batch_size)
   return RunPlan(spec, int(image_size), COMPUTE_DTYPES[config.dtype], group_size, per_device,
                  per_host, per_host_eval)
+
+
+def _in_range(low, high, low_open=False, high_open=True, none_ok=False):
+  def check(value):
+    if value is None:
+      return none_ok
+    return ((low < value if low_open else low <= value) and
+            (value < high if high_open else value <= high))
+  return check
+
+
+# field -> (rule, what the value must be). Fields whose mistakes would otherwise surface only later,
+# inside the optimizer, the input pipeline or the model (after the dataset is read and the program
+# compiled), or never (a negative weight decay trains, badly).
+FIELD_RULES = {
+    'dropout_rate': (_in_range(0, 1, none_ok=True), 'in [0, 1), or None for the variant default'),
+    'survival_prob': (_in_range(0, 1, low_open=True, high_open=False, none_ok=True),
+                      'in (0, 1], or None to disable stochastic depth'),
+    'bn_momentum': (_in_range(0, 1), 'in [0, 1)'),
+    'label_smoothing': (_in_range(0, 1), 'in [0, 1)'),
+    'base_learning_rate': (_in_range(0, math.inf), 'a finite number >= 0'),
+    'warmup_epochs': (_in_range(0, math.inf), 'a finite number >= 0'),
+    'weight_decay': (_in_range(0, math.inf), 'a finite number >= 0'),
+    'moving_average_decay': (_in_range(0, 1, high_open=False), 'in [0, 1]'),
+    'num_epochs': (_in_range(-math.inf, math.inf), 'a finite number'),
+    'mixup_alpha': (_in_range(0, math.inf), '>= 0 (0 disables mixup)'),
+    'shuffle_buffer_size': (_in_range(1, math.inf), '>= 1'),
+    'randaug_num_layers': (_in_range(0, math.inf), '>= 0'),
+    'checkpoint_max_to_keep': (_in_range(1, math.inf, none_ok=True), '>= 1, or None to keep all'),
+    'max_consecutive_nan_skips': (_in_range(1, math.inf), '>= 1'),
+    'augment_name': (lambda v: v in data_lib.pipeline.AUGMENT_NAMES,
+                     f'one of {data_lib.pipeline.AUGMENT_NAMES}'),
+    'train_crop': (lambda v: v in data_lib.preprocessing.TRAIN_CROPS,
+                   f'one of {data_lib.preprocessing.TRAIN_CROPS}'),
+    'lr_schedule': (lambda v: v in optim.LR_SCHEDULES, f'one of {optim.LR_SCHEDULES}'),
+    'optimizer': (lambda v: v in optim.OPTIMIZERS, f'one of {optim.OPTIMIZERS}'),
+    'depthwise_implementation': (lambda v: v in models.depthwise.IMPLEMENTATIONS,
+                                 f'one of {models.depthwise.IMPLEMENTATIONS}'),
+}
+
+
+def check_field_values(config) -> None:
+  """Raises ValueError naming the first field of FIELD_RULES whose value is out of range."""
+  for name, (rule, requirement) in FIELD_RULES.items():
+    if name not in config:
+      continue
+    value = config[name]
+    try:
+      valid = bool(rule(value))
+    except TypeError:  # e.g. a string where a number belongs (Python-built configs)
+      valid = False
+    if not valid:
+      raise ValueError(f'config.{name}={value!r} is invalid: it must be {requirement}. Set '
+                       f'--config.{name} accordingly.')
 
 
 def total_train_steps(config, num_train_examples: int) -> int:
@@ -189,6 +244,11 @@ def abstract_train_state(init_fn, seed: int, mesh) -> TrainState:
 # Train step
 
 
+def _all_finite(tree) -> jax.Array:
+  """Scalar bool: every element of every leaf is finite (no NaN, no ±Inf)."""
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
                     learning_rate_fn, num_classes: int, mesh, bn_group_size: int,
                     family: str = 'efficientnet', use_shard_map: bool | None = None,
@@ -207,8 +267,10 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
   statistics, and sits behind `stop_gradient`, so XLA drops the backbone's backward pass and such
   a step costs little more than a forward pass.
 
-  metrics: loss (CE + L2), cross_entropy, learning_rate, grad_norm and state_finite (1.0 when
-  the updated params and BN statistics are all finite).
+  metrics: loss (CE + L2), cross_entropy, learning_rate, grad_norm, grads_finite and
+  state_finite (1.0 when the gradients / the updated params and BN statistics are all finite), and
+  skipped (1.0 when config.nan_policy='skip' kept the old state because something was not finite;
+  the step counter still advances, so the next step reads the next batch).
   """
   num_devices = mesh.size
   if use_shard_map is None:
@@ -218,6 +280,7 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
   label_smoothing = config.label_smoothing
   weight_decay = config.weight_decay
   ema_decay = config.moving_average_decay
+  skip_nonfinite = config.nan_policy == 'skip'
 
   if use_shard_map:
     groups = sharding.axis_index_groups(bn_group_size, num_devices)
@@ -285,11 +348,18 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
         ema_params=optim.update_ema(state.ema_params, new_params, state.step, ema_decay),
         ema_batch_stats=optim.update_ema(state.ema_batch_stats, new_batch_stats, state.step,
                                          ema_decay))
-    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in
-                                  jax.tree.leaves((new_params, new_batch_stats))]))
+    grads_finite = _all_finite(grads)
+    state_finite = _all_finite((new_params, new_batch_stats))
+    skipped = jnp.zeros((), jnp.bool_)
+    if skip_nonfinite:
+      skipped = ~(jnp.isfinite(loss) & grads_finite & state_finite)
+      kept = state.replace(step=new_state.step)
+      new_state = jax.tree.map(lambda old, new: jnp.where(skipped, old, new), kept, new_state)
     metrics = dict(loss=loss, cross_entropy=cross_entropy,
                    learning_rate=learning_rate_fn(state.step), grad_norm=optax.tree.norm(grads),
-                   state_finite=finite.astype(jnp.float32))
+                   grads_finite=grads_finite.astype(jnp.float32),
+                   state_finite=state_finite.astype(jnp.float32),
+                   skipped=skipped.astype(jnp.float32))
     return new_state, metrics
 
   replicated = sharding.replicated_sharding(mesh)
@@ -394,16 +464,58 @@ def _write_config(config, workdir: str) -> None:
 # The loop
 
 
-def _check_finite(pending_metrics: list[tuple[int, dict]]) -> None:
-  """Raises NonFiniteLossError naming the first step whose loss or new state is not finite."""
-  for step, metrics in pending_metrics:
-    loss = float(metrics['loss'])
-    if not math.isfinite(loss) or float(metrics['state_finite']) < 1:
-      what = f'loss {loss}' if not math.isfinite(loss) else 'non-finite parameters'
-      raise NonFiniteLossError(
-          f'Training diverged at step {step} ({what}); stopped without saving that state. The last '
-          'good checkpoint in the workdir is intact. Lower config.base_learning_rate (or raise '
-          'config.warmup_epochs), or set config.nan_policy="ignore" to keep going.')
+def _nonfinite_quantity(metrics: dict) -> str | None:
+  """Names what was not finite in one step's metrics (loss, gradients, new state), or None."""
+  loss = float(metrics['loss'])
+  if not math.isfinite(loss):
+    return f'the loss ({loss})'
+  if float(metrics['grads_finite']) < 1:
+    return f'the gradients (global norm {float(metrics["grad_norm"])})'
+  if float(metrics['state_finite']) < 1:
+    return 'the updated parameters or batch-norm statistics'
+  return None
+
+
+class NonFiniteGuard:
+  """Applies config.nan_policy to the metrics of finished steps (on the host, after device_get).
+
+  'stop' raises NonFiniteLossError at the first step whose loss, gradients or updated state is not
+  finite, before that state can be saved; 'skip' logs each step the train step skipped (its update
+  was not applied) and raises after `max_consecutive_skips` skipped steps in a row, since then the
+  run is not recovering; 'ignore' checks nothing.
+  """
+
+  def __init__(self, policy: str, max_consecutive_skips: int):
+    self.policy = policy
+    self.max_consecutive_skips = max_consecutive_skips
+    self.skipped_steps = 0  # in this process's run; not stored in checkpoints
+    self.consecutive_skips = 0
+
+  def check(self, pending_metrics: list[tuple[int, dict]]) -> None:
+    if self.policy == 'ignore':
+      return
+    advice = ('The last good checkpoint in the workdir is intact. Lower config.base_learning_rate '
+              '(or raise config.warmup_epochs)')
+    for step, metrics in pending_metrics:
+      what = _nonfinite_quantity(metrics)
+      if self.policy == 'stop':
+        if what is not None:
+          raise NonFiniteLossError(
+              f'Training diverged at step {step} ({what} is not finite); stopped without saving that '
+              f'state. {advice}, or set config.nan_policy="skip" to skip such steps.')
+        continue
+      if float(metrics['skipped']) < 1:
+        self.consecutive_skips = 0
+        continue
+      self.skipped_steps += 1
+      self.consecutive_skips += 1
+      logging.warning('Skipped step %d: %s is not finite; its update was not applied (%d in a row, '
+                      '%d in this run).', step, what, self.consecutive_skips, self.skipped_steps)
+      if self.consecutive_skips >= self.max_consecutive_skips:
+        raise NonFiniteLossError(
+            f'Training diverged at step {step} ({what} is not finite) and the last '
+            f'{self.consecutive_skips} steps were all skipped (config.max_consecutive_nan_skips='
+            f'{self.max_consecutive_skips}); stopped. {advice}.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -482,9 +594,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last_log_time, last_log_step, run_start_time = time.time(), start_step, time.time()
   step = start_step
 
-  def check_pending():
-    if config.nan_policy == 'stop':
-      _check_finite(pending)
+  nonfinite_guard = NonFiniteGuard(config.nan_policy, config.max_consecutive_nan_skips)
 
   def save(step, eval_metrics=None, force=False):
     best_metric = None
@@ -493,6 +603,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.save(step, state, checkpoint_metadata, data_position=step, metrics=best_metric,
                       force=force)
 
+  checkpointer.treat_sigterm_as_preemption()  # SIGTERM: save after this step and exit cleanly
   try:
     while step < num_steps:
       batch = sharding.make_global_batch(next(train_batches), mesh)
@@ -511,19 +622,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         continue
 
       pending = jax.device_get(pending)
-      check_pending()
+      nonfinite_guard.check(pending)
       if log_now:
         now = time.time()
         steps_done = step - last_log_step
         images_per_sec = steps_done * config.batch_size / max(now - last_log_time, 1e-9)
+        applied = [m for _, m in pending if not m['skipped']] or [m for _, m in pending]
         train_metrics = {
-            'train_loss': float(np.mean([m['loss'] for _, m in pending])),
-            'train_cross_entropy': float(np.mean([m['cross_entropy'] for _, m in pending])),
+            'train_loss': float(np.mean([m['loss'] for m in applied])),
+            'train_cross_entropy': float(np.mean([m['cross_entropy'] for m in applied])),
             'learning_rate': float(pending[-1][1]['learning_rate']),
             'grad_norm': float(pending[-1][1]['grad_norm']),
             'images_per_sec': images_per_sec,
             'epoch': step / steps_per_epoch,
         }
+        if config.nan_policy == 'skip':
+          train_metrics['skipped_steps'] = nonfinite_guard.skipped_steps
         eta = (num_steps - step) * (now - last_log_time) / max(steps_done, 1)
         logging.info('step %d/%d  loss %.4f  lr %.5f  %.1f img/s  ETA %s', step, num_steps,
                      train_metrics['train_loss'], train_metrics['learning_rate'],
@@ -534,6 +648,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
       record, eval_metrics = dict(train_metrics) if log_now else {}, None
       if eval_now:
+        logging.info('step %d: evaluating (%d batches)', step, len(eval_batches))
         eval_metrics = evaluate(eval_step, state, eval_batches, mesh)
         logging.info('step %d  eval top-1 %.4f top-5 %.4f | EMA top-1 %.4f top-5 %.4f', step,
                      eval_metrics['eval_top1'], eval_metrics['eval_top5'],
@@ -547,7 +662,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if save_now or preempted:
         save(step, eval_metrics, force=preempted)
       if preempted and not is_last:
-        logging.warning('Preemption notice: saved step %d; exiting cleanly.', step)
+        logging.warning('Preemption notice: saved step %d; exiting cleanly. Run the same command '
+                        'to resume.', step)
         final_metrics['preempted'] = True
         break
   finally:

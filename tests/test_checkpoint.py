@@ -1,8 +1,11 @@
-"""checkpoint.py: round trip onto the mesh, retention, model check, damage and kill -9 recovery."""
+"""checkpoint.py: round trip onto the mesh, retention, model check, damage and kill -9 recovery,
+failed saves, SIGTERM."""
 import logging
 import os
 import pathlib
 import random
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,3 +151,92 @@ def test_kill_9_during_async_saves_leaves_a_restorable_workdir(tmp_path, mesh):
         np.testing.assert_array_equal(np.asarray(restored.state['weights']), float(restored.step))
         previous_step = restored.step
     assert not list(pathlib.Path(workdir).glob('*tmp*'))  # leftovers cleaned on the last open
+
+
+def random_state(mesh, seed):
+    """Incompressible arrays (a constant array compresses to a few bytes on disk)."""
+    weights = np.random.default_rng(seed).normal(size=(256, 256)).astype(np.float32)  # 256 KiB
+    return sharding.replicate({'weights': weights, 'step': np.int32(seed)}, mesh)
+
+
+def damage(step_dir: pathlib.Path, how: str) -> None:
+    """Damages a committed checkpoint the ways storage does: lost or short files, flipped bits."""
+    array_files = sorted((step_dir / 'state').glob('ocdbt.process_*/d/*'), key=lambda p: p.stat().st_size)
+    if how == 'flipped bit':  # in the biggest file: the weights' bytes
+        data = bytearray(array_files[-1].read_bytes())
+        data[len(data) // 2] ^= 0x04
+        array_files[-1].write_bytes(bytes(data))
+    elif how == 'truncated':
+        for path in array_files:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == 'zeroed':
+        for path in array_files:
+            path.write_bytes(bytes(path.stat().st_size))
+    elif how == 'files lost':
+        for path in (step_dir / 'state').rglob('manifest.ocdbt'):
+            path.unlink()
+    elif how == 'metadata garbled':
+        for path in (step_dir / 'metadata').rglob('metadata'):
+            path.write_text('{"model_name": "toy", "st')
+    elif how == 'emptied':
+        for path in step_dir.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.mark.parametrize('how', ['flipped bit', 'truncated', 'zeroed', 'files lost', 'metadata garbled',
+                                 'emptied'])
+def test_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(tmp_path, mesh, caplog, how):
+    with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+        for step in (1, 2):
+            checkpointer.save(step, random_state(mesh, step), {'model_name': 'toy'}, data_position=step)
+    damage(tmp_path / '2', how)
+    with checkpoint.Checkpointer(str(tmp_path)) as checkpointer:
+        with caplog.at_level(logging.WARNING):
+            restored = checkpointer.restore_latest(random_state(mesh, 0), model_name='toy')
+        assert restored.step == 1
+        np.testing.assert_array_equal(np.asarray(restored.state['weights']),
+                                      np.asarray(random_state(mesh, 1)['weights']))
+        assert any('step 2' in r.getMessage() and 'failed to restore' in r.getMessage()
+                   for r in caplog.records)
+        assert checkpointer.all_steps() == [1]
+    assert (tmp_path / 'corrupted' / '2').is_dir()
+
+
+def test_a_failed_save_raises_naming_the_step_and_keeps_the_previous_checkpoints(tmp_path, mesh):
+    """An I/O error while writing (here: the file-size limit, EFBIG; a full disk gives ENOSPC the
+    same way) fails that save loudly; the earlier checkpoints stay restorable."""
+    checkpointer = checkpoint.Checkpointer(str(tmp_path), max_to_keep=2)
+    for step in (1, 2):
+        checkpointer.save(step, random_state(mesh, step), {'model_name': 'toy'}, data_position=step)
+    checkpointer.wait_until_finished()
+    state = random_state(mesh, 3)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))
+    try:
+        with pytest.raises(checkpoint.CheckpointSaveError) as error:
+            checkpointer.save(3, state, {'model_name': 'toy'}, data_position=3)
+            checkpointer.wait_until_finished()  # an async save reports here (or at the next save)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    message = str(error.value)
+    assert 'checkpoint of step 3' in message and 'File too large' in message
+    assert 'earlier checkpoints (steps [1, 2]) are intact' in message and 'resume from step 2' in message
+    checkpointer.close()  # the failure was reported once; closing does not raise it again
+    with checkpoint.Checkpointer(str(tmp_path), max_to_keep=2) as checkpointer:
+        assert checkpointer.all_steps() == [1, 2]
+        restored = checkpointer.restore_latest(random_state(mesh, 0), model_name='toy')
+        assert restored.step == 2 and int(restored.state['step']) == 2
+        assert checkpointer.save(3, state, {'model_name': 'toy'}, data_position=3)  # space is back
+
+
+def test_sigterm_requests_a_preemption_save_instead_of_killing(tmp_path):
+    checkpointer = checkpoint.Checkpointer(str(tmp_path))
+    assert checkpointer.treat_sigterm_as_preemption()
+    assert not checkpointer.reached_preemption(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert checkpointer.reached_preemption(2)
+    default_handler = signal.getsignal(signal.SIGTERM)
+    checkpointer.close()
+    assert signal.getsignal(signal.SIGTERM) is not default_handler  # the previous handler is back

@@ -3,7 +3,8 @@
 The step check feeds each process its half of one global batch (sharding.make_global_batch); the
 loss and updated parameters must equal a single process holding the whole batch on 4 devices. The
 loop check runs train_and_evaluate on both processes (each reads its half of digits) and checks that
-the eval covers all 360 test digits once and both processes agree.
+the eval covers all 360 test digits once and both processes agree. The fault check kills one of two
+training processes and expects the other to exit within the heartbeat timeout, then resumes both.
 """
 import json
 import os
@@ -11,6 +12,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -69,3 +71,60 @@ def test_two_processes_agree_with_one(tmp_path):
   assert runs[0] == runs[1]
   assert runs[0]['step'] == 2 and runs[0]['eval_examples'] == 360
   assert os.path.exists(multi / 'workdir' / 'checkpoints' / '2')
+
+
+TRAIN_WORKER = pathlib.Path(__file__).with_name('multiprocess_train_worker.py')
+
+
+def launch_training(process_id, port, workdir, data_dir, num_train_steps):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  return subprocess.Popen(
+      [sys.executable, str(TRAIN_WORKER), str(process_id), str(port), str(workdir), str(data_dir),
+       str(num_train_steps)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def first_error(output: str) -> str:
+  """The part of a worker's output worth reading: from its first traceback or fatal error."""
+  starts = [i for i in (output.find('Traceback'), output.find('\nF1')) if i >= 0]
+  return output[min(starts, default=max(0, len(output) - 3000)):][:3000]
+
+
+def committed_steps(workdir):
+  directory = workdir / 'checkpoints'
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if directory.exists() else []
+
+
+def test_killing_one_process_stops_the_other_and_both_resume(tmp_path):
+  """kill -9 of process 1 mid-training: process 0 exits with JAX's "another task died" error within
+  the heartbeat timeout (10 s here; the bound allows for a loaded machine) instead of hanging in a
+  collective; restarting both resumes from the last complete checkpoint."""
+  from effnet_jax import data
+  data_dir, workdir = tmp_path / 'tfds', tmp_path / 'workdir'
+  data.dataset_info('digits', str(data_dir))  # prepare once, before two processes race to do it
+  port = free_port()
+  processes = [launch_training(i, port, workdir, data_dir, 10_000) for i in range(2)]
+  try:
+    deadline = time.time() + 300
+    while len(committed_steps(workdir)) < 1 and time.time() < deadline:
+      for process in processes:
+        assert process.poll() is None, first_error(process.communicate()[0])
+      time.sleep(0.1)
+    assert committed_steps(workdir), 'no checkpoint within 300 s'
+    processes[1].kill()
+    killed_at = time.time()
+    output, _ = processes[0].communicate(timeout=60)
+    exited_after = time.time() - killed_at
+  finally:
+    for process in processes:
+      process.kill()
+  assert processes[0].returncode != 0
+  assert 'another task died' in output or 'heartbeat' in output, output[-3000:]
+  assert exited_after < 60
+
+  latest = committed_steps(workdir)[-1]
+  port = free_port()
+  restarted = [launch_training(i, port, workdir, data_dir, latest + 1) for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in restarted]
+  for process, output in zip(restarted, outputs):
+    assert process.returncode == 0, first_error(output)
+  assert f'at step {latest}.' in outputs[0] and f'Done: step {latest + 1}' in outputs[0]  # logs: process 0

@@ -95,5 +95,7 @@ def test_distributed_passes_explicit_fields(monkeypatch):
     monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
     config = ml_collections.ConfigDict(sharding.CONFIG_DEFAULTS)
     config.coordinator_address, config.num_processes, config.process_id = '10.0.0.1:1234', 4, 2
+    config.heartbeat_timeout_seconds = 30
     assert sharding.maybe_initialize_distributed(config) is True
-    assert calls == [dict(coordinator_address='10.0.0.1:1234', num_processes=4, process_id=2)]
+    assert calls == [dict(coordinator_address='10.0.0.1:1234', num_processes=4, process_id=2,
+                          heartbeat_timeout_seconds=30, shutdown_timeout_seconds=300)]

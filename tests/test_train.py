@@ -1,4 +1,4 @@
-"""train.py: sharding equivalence, learning rate in the step, resume, kill -9, bad input, NaN stop.
+"""train.py: sharding equivalence, learning rate in the step, resume, kill -9, bad input, NaN stop/skip.
 
 Compilation dominates on CPU, so the step tests share one mini network and one batch (module
 fixtures), and the loop tests share one tiny digits config whose compiled programs come from a
@@ -251,7 +251,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tmp_path, digits_dir, uninterrupted_run):
   workdir = str(tmp_path / 'diverged')
   train.train_and_evaluate(tiny_config(digits_dir, num_train_steps=2), workdir)
-  with pytest.raises(train.NonFiniteLossError, match=r'diverged at step \d+') as error:
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'diverged at step \d+ \(the (loss|gradients|updated parameters)') as error:
     train.train_and_evaluate(
         tiny_config(digits_dir, num_train_steps=6, base_learning_rate=1e38), workdir)
   bad_step = int(str(error.value).split('step ')[1].split(' ')[0])
@@ -261,6 +262,63 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
   assert max(steps) < bad_step
   for leaf in jax.tree.leaves(restore_params(workdir, max(steps))):
     assert np.all(np.isfinite(leaf))
+
+
+def finite_metrics(**overrides):
+  metrics = dict(loss=1.0, grad_norm=2.0, grads_finite=1.0, state_finite=1.0, skipped=0.0)
+  return {name: np.float32(value) for name, value in dict(metrics, **overrides).items()}
+
+
+@pytest.mark.parametrize('overrides, quantity', [
+    (dict(loss=np.inf, grads_finite=0.0), r'the loss \(inf\)'),
+    (dict(loss=np.nan), r'the loss \(nan\)'),
+    (dict(grads_finite=0.0, grad_norm=np.nan), r'the gradients \(global norm nan\)'),
+    (dict(state_finite=0.0), 'the updated parameters or batch-norm statistics'),
+])
+def test_nan_stop_names_the_step_and_the_quantity(overrides, quantity):
+  guard = train.NonFiniteGuard('stop', max_consecutive_skips=3)
+  guard.check([(7, finite_metrics())])
+  with pytest.raises(train.NonFiniteLossError, match=rf'diverged at step 8 \({quantity} is not finite'):
+    guard.check([(8, finite_metrics(**overrides)), (9, finite_metrics())])
+  train.NonFiniteGuard('ignore', 3).check([(8, finite_metrics(**overrides))])
+
+
+def test_nan_skip_counts_skipped_steps_and_stops_after_too_many_in_a_row():
+  guard = train.NonFiniteGuard('skip', max_consecutive_skips=3)
+  skipped = finite_metrics(loss=np.nan, skipped=1.0)
+  guard.check([(1, skipped), (2, skipped), (3, finite_metrics()), (4, skipped), (5, skipped)])
+  assert (guard.skipped_steps, guard.consecutive_skips) == (4, 2)
+  with pytest.raises(train.NonFiniteLossError, match=r'step 6 \(the loss \(nan\).*last 3 steps were '
+                                                     r'all skipped.*max_consecutive_nan_skips=3'):
+    guard.check([(6, skipped)])
+
+
+def test_nan_skip_leaves_the_state_unchanged_and_applies_the_next_step(step_setup):
+  """nan_policy='skip': a batch with a NaN image gives a NaN loss; that update is not applied (params,
+  BN statistics, optimizer state and EMA unchanged), the step counter advances, and the next finite
+  batch trains as usual."""
+  config = step_config()
+  config.nan_policy = 'skip'
+  mesh = step_setup['mesh1']
+  tx = optim.create_optimizer(config, step_setup['learning_rate_fn'])
+  step = train.make_train_step(config, step_setup['model'], tx, step_setup['learning_rate_fn'],
+                               NUM_CLASSES, mesh, 1)
+  initial = step_setup['initial_state']
+  poisoned = dict(step_setup['batch'], image=step_setup['batch']['image'].copy())
+  poisoned['image'][3, 0, 0, 0] = np.nan
+  state, metrics = step(sharding.replicate(initial, mesh), sharding.make_global_batch(poisoned, mesh))
+  metrics = host_copy(metrics)
+  assert np.isnan(metrics['loss']) and metrics['skipped'] == 1.0 and metrics['grads_finite'] == 0.0
+  after_skip = host_copy(state)
+  assert int(after_skip.step) == 1
+  for name in ('params', 'batch_stats', 'opt_state', 'ema_params', 'ema_batch_stats'):
+    for new, old in zip(jax.tree.leaves(getattr(after_skip, name)), jax.tree.leaves(getattr(initial, name))):
+      np.testing.assert_array_equal(new, old, err_msg=name)
+  state, metrics = step(state, sharding.make_global_batch(step_setup['batch'], mesh))
+  assert float(metrics['skipped']) == 0.0 and np.isfinite(float(metrics['loss']))
+  assert int(state.step) == 2
+  assert not np.array_equal(np.asarray(state.params['stem_conv']['kernel']),
+                            initial.params['stem_conv']['kernel'])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -317,7 +317,7 @@ class EfficientNet(nn.Module):
         block_module = nn.remat(MBConv, static_argnums=(2,)) if self.remat else MBConv
         endpoints: dict[str, Array] = {}
 
-        x = jnp.asarray(images, self.dtype)
+        x = layers.as_image_batch(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = norm(name="stem_bn")(x)
         x = activation(x)

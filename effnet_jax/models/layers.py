@@ -148,6 +148,37 @@ class DropPath(nn.Module):
         return drop_path(x, self.survival_prob, self.make_rng("dropout"))
 
 
+def as_image_batch(images, dtype: Dtype) -> Array:
+    """``images`` as a ``dtype`` array after checking it is a batch of RGB images.
+
+    Every network starts with this, so that a wrong input fails here, naming the problem and the fix,
+    and not as a shape error from the stem convolution deep inside Flax or XLA. Accepts real-valued
+    [batch, height, width, 3] arrays (float or integer pixels; the caller normalises them).
+    """
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        images = jnp.asarray(images)
+    shape, kind = tuple(images.shape), jnp.dtype(images.dtype)
+    expected = "expected images of shape [batch, height, width, 3]"
+    if len(shape) != 4:
+        hint = " For a single image use images[None]." if len(shape) == 3 else ""
+        raise ValueError(f"{expected}, got shape {shape} ({len(shape)} dimensions).{hint}")
+    if shape[-1] != 3:
+        if shape[1] == 3:
+            hint = " This looks channels-first (NCHW): transpose with images.transpose(0, 2, 3, 1)."
+        elif shape[-1] == 1:
+            hint = " Grayscale: repeat the channel, e.g. jnp.repeat(images, 3, axis=-1)."
+        elif shape[-1] == 4:
+            hint = " RGBA: drop the alpha channel, images[..., :3]."
+        else:
+            hint = ""
+        raise ValueError(f"{expected}, got {shape[-1]} channels (shape {shape}).{hint}")
+    if 0 in shape:
+        raise ValueError(f"{expected}, got an empty array (shape {shape}).")
+    if not (jnp.issubdtype(kind, jnp.floating) or jnp.issubdtype(kind, jnp.integer)):
+        raise ValueError(f"expected real-valued images (float or integer pixels), got dtype {kind}.")
+    return jnp.asarray(images, dtype)
+
+
 def injected_layers(module: nn.Module, train: bool, *, with_depthwise: bool = True):
     """(conv, depthwise, norm) factories sharing the module's dtype and batch-norm settings.
 

@@ -183,7 +183,7 @@ class MobileNetV1(_MobileNetBase):
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Array:
         conv, depthwise, norm = layers.injected_layers(self, train)
-        x = jnp.asarray(images, self.dtype)
+        x = layers.as_image_batch(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.relu6(norm(name="stem_bn")(x))
         for index, spec in enumerate(self.blocks):
@@ -236,7 +236,7 @@ class MobileNetV2(_MobileNetBase):
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Array:
         conv, depthwise, norm = layers.injected_layers(self, train)
-        x = jnp.asarray(images, self.dtype)
+        x = layers.as_image_batch(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.relu6(norm(name="stem_bn")(x))
         for index, spec in enumerate(self.blocks):
@@ -335,7 +335,7 @@ class MobileNetV3(_MobileNetBase):
     @nn.compact
     def __call__(self, images: Array, train: bool = False) -> Array:
         conv, depthwise, norm = layers.injected_layers(self, train)
-        x = jnp.asarray(images, self.dtype)
+        x = layers.as_image_batch(images, self.dtype)
         x = conv(self.stem_filters, (3, 3), strides=(2, 2), name="stem_conv")(x)
         x = layers.hard_swish(norm(name="stem_bn")(x))
         for index, spec in enumerate(self.blocks):

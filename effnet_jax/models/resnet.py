@@ -146,7 +146,7 @@ class ResNet(nn.Module):
         conv, _, norm = layers.injected_layers(self, train, with_depthwise=False)
         conv = functools.partial(conv, use_bias=self.conv_bias)
         block_module = nn.remat(Bottleneck, static_argnums=(2,)) if self.remat else Bottleneck
-        x = jnp.asarray(images, self.dtype)
+        x = layers.as_image_batch(images, self.dtype)
         x = conv(self.stem_filters, (7, 7), strides=(2, 2), padding=_symmetric(3), name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))
         # Padding with zeros after a ReLU is padding with -inf: no padded value can win the max.
