@@ -1,10 +1,10 @@
-"""Base model of the small-scale scaling study: a tiny EfficientNet on `glyph_shapes`, ~15 s of training.
+"""Base model of the small-scale scaling study: a tiny EfficientNet on `glyph_shapes`, ~20 s of training.
 
     python -m effnet_jax.main --config configs/scaling_small.py --workdir /tmp/scaling_base
     python -m experiments.scaling_study --config configs/scaling_small.py --workdir /tmp/study
 
 B0's seven stages at width 0.25 (8..80 channels, head 320) and depth 0.25 (one block per stage) at
-32 px, trained 250 steps of 64 images (~3 epochs of the 5,000 procedural 64x64 `glyph_shapes`
+32 px, trained 150 steps of 64 images (~2 epochs of the 5,000 procedural 64x64 `glyph_shapes`
 images, effnet_jax/data/glyph_shapes.py) with AdamW and a cosine schedule. The study scales this
 network's depth, width and input size (experiments/scaling_study.py): `depth`, `width` and
 `image_size` below are the base values that the multipliers multiply. Every scaled point trains with
@@ -33,7 +33,7 @@ def get_config():
   config.image_size = 32              # the stored images are 64 px: r = 2 sees every pixel
   config.block_strings = ','.join(BLOCKS)
   config.dropout_rate = 0.1
-  config.survival_prob = None         # no stochastic depth in a 250-step run
+  config.survival_prob = None         # no stochastic depth in a 150-step run
   config.bn_momentum = 0.9            # moving statistics settle within the short run
   config.dataset = 'glyph_shapes'
   config.data_dir = '~/tensorflow_datasets'
@@ -42,17 +42,17 @@ def get_config():
   config.eval_crop_padding = 0
   config.batch_size = 64
   config.eval_batch_size = 200
-  config.num_train_steps = 250
-  config.log_every_steps = 50
+  config.num_train_steps = 150
+  config.log_every_steps = 25
   config.eval_every_steps = 0         # evaluate once, at the end (1,000 test images)
-  config.checkpoint_every_steps = 100
+  config.checkpoint_every_steps = 50
   config.bn_group = 'global'
   config.optimizer = 'adamw'
   config.adamw_weight_decay = 1e-4
   config.weight_decay = 0.0
   config.base_learning_rate = 0.032   # peak lr 0.008 at batch 64
   config.lr_schedule = 'cosine'
-  config.warmup_epochs = 0.5
+  config.warmup_epochs = 0.25
   config.moving_average_decay = 0.99
   config.shuffle_buffer_size = 5000
   return config

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 from experiments import plots, sweep
 
-PARTS = ('scaling', 'figure4', 'grid')
+PARTS = ('scaling', 'grid', 'figure4')  # in the order they run
 METHODS = ('depth', 'width', 'resolution', 'compound')
 PAPER_TRIPLE = plots.PAPER_TRIPLE
 COST_CACHE = 'costs.json'
@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--beta', type=float, default=PAPER_TRIPLE[1])
   parser.add_argument('--gamma', type=float, default=PAPER_TRIPLE[2])
   parser.add_argument('--alphas', default='1.0,1.2,1.4', help='grid search: α values')
-  parser.add_argument('--betas', default='1.0,1.1', help='grid search: β values')
+  parser.add_argument('--betas', default='1.1', help='grid search: β values')
   parser.add_argument('--tolerance', type=float, default=0.1,
                       help='grid search: keep |α·β²·γ² - 2| <= tolerance')
   parser.add_argument('--print-commands', action='store_true',
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   args, rest = build_parser().parse_known_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.INFO)  # the trainer's progress lines
   overrides = sweep.parse_overrides(rest)
   parts = [p for p in args.parts.split(',') if p]
   unknown = set(parts) - set(PARTS)

@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   args, rest = build_parser().parse_known_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.INFO)  # the trainer's progress lines
   overrides = parse_overrides(rest)
   points = sweep_points(args.config, parse_floats(args.phi), parse_floats(args.depth),
                         parse_floats(args.width), parse_floats(args.resolution), args.alpha,
