@@ -166,12 +166,13 @@ def scale_config(config, depth: float = 1.0, width: float = 1.0, resolution: flo
   """A copy of `config` with its network `depth`x deeper, `width`x wider and input `resolution`x.
 
   Multiplies the config's depth and width fields (None counts as 1, i.e. the named model's own)
-  and its image_size (or the model's resolution when None).
+  and its image_size (or the model's resolution when None); a multiplier of 1 changes nothing.
   """
   for label, value in (('depth', depth), ('width', width), ('resolution', resolution)):
     if not value > 0:
       raise ValueError(f'The {label} multiplier must be positive, got {value}.')
-  size = scaled_image_size(base_image_size(config), resolution)
+  size = (config.image_size if resolution == 1 else
+          scaled_image_size(base_image_size(config), resolution))
   return apply_overrides(config, {
       'depth': None if depth == 1 and config.depth is None else (config.depth or 1.0) * depth,
       'width': None if width == 1 and config.width is None else (config.width or 1.0) * width,

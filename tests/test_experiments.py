@@ -1,5 +1,6 @@
 """experiments/: a tiny 2-point sweep end to end (CSV, plot, interrupted and restarted), the study's plans."""
 import csv
+import json
 import math
 import pathlib
 import sys
@@ -13,12 +14,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from experiments import plots, scaling_study, sweep  # noqa: E402
 
 SMALL_CONFIG = str(REPO_ROOT / 'configs' / 'scaling_small.py')
-# Two stages of B0 at 16 px on the digits, two steps: the sweep machinery, not the accuracy.
+# B0's first stage at 16 px on the digits, two steps: the sweep machinery, not the accuracy.
 TINY_OVERRIDES = [
-    '--config.dataset=digits', '--config.block_strings=r1_k3_s11_e1_i32_o16_se0.25,'
-    'r1_k3_s22_e6_i16_o24_se0.25', '--config.image_size=16', '--config.num_train_steps=2',
+    '--config.dataset=digits', '--config.block_strings=r1_k3_s11_e1_i32_o16_se0.25',
+    '--config.image_size=16', '--config.depth=1', '--config.num_train_steps=2',
     '--config.batch_size=16', '--config.eval_batch_size=120', '--config.log_every_steps=1',
-    '--config.checkpoint_every_steps=1', '--config.shuffle_buffer_size=64', '--config.depth=1',
+    '--config.checkpoint_every_steps=2', '--config.shuffle_buffer_size=64',
 ]
 
 
@@ -140,3 +141,33 @@ def test_glyph_shapes_are_deterministic_and_need_resolution():
   plus, cross = glyph_shapes.glyph_stamp('plus', 3), glyph_shapes.glyph_stamp('cross', 3)
   assert not np.array_equal(plus, cross)
   np.testing.assert_array_equal(plus[1::2, 1::2], cross[1::2, 1::2])
+
+
+def test_study_prints_commands_and_collects_finished_runs(tmp_path, capsys):
+  """The grid part without training: planned commands, then tables from (fake) finished runs."""
+  workdir = tmp_path / 'study'
+  argv = ['--config', SMALL_CONFIG, '--workdir', str(workdir), '--parts', 'grid',
+          '--alphas', '1.0,1.2', '--betas', '1.1', '--config.num_train_steps=2']
+  scaling_study.main(argv + ['--print-commands'])
+  commands = capsys.readouterr().out.strip().splitlines()
+  assert len(commands) == 2 and all('--config.num_train_steps=2' in c for c in commands)
+  assert '--point=d1.2_w1.1_r1.15' in commands[1]
+  for index, name in enumerate(['d1_w1.1_r1.3', 'd1.2_w1.1_r1.15']):
+    (workdir / name).mkdir(parents=True)
+    (workdir / name / sweep.RESULT_FILE).write_text(json.dumps(dict(
+        point=name, macs=1e6 + index, params=10, best_top1=0.5 + 0.1 * index, phi=None)))
+  scaling_study.main(argv + ['--collect-only', '--out', str(tmp_path / 'out')])
+  with open(tmp_path / 'out' / 'grid.csv') as file:
+    rows = list(csv.DictReader(file))
+  assert [(row['alpha'], row['gamma'], row['phi']) for row in rows] == [('1', '1.3', '1'),
+                                                                         ('1.2', '1.15', '1')]
+  assert (tmp_path / 'out' / 'grid.png').exists()
+  assert 'rank 1 of 2' in (tmp_path / 'out' / 'grid_summary.txt').read_text()
+
+
+def test_unit_multipliers_leave_the_config_alone():
+  config = sweep.load_config(str(REPO_ROOT / 'configs' / 'b2.py'))
+  same = sweep.scale_config(config)
+  assert (same.image_size, same.depth, same.width) == (260, None, None)
+  wider = sweep.scale_config(config, width=2.0, resolution=1.15)
+  assert (wider.width, wider.image_size) == (2.0, 296)  # 260 * 1.15 = 299 -> 296
