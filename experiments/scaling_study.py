@@ -12,8 +12,8 @@ Parts (`--parts`, default all three; each writes its CSV and PNG to `--out` when
             The multiplier that meets a budget is searched with the model's own multiply-add
             count (effnet_jax.models.cost, shape-only). -> scaling.csv, scaling.png (top-1 against
             multiply-adds, one line per method).
-  figure4   paper Figure 4: width scaling at fixed (depth, resolution) pairs: (1, 1), (d, 1), (1, r)
-            and (d, r), where d and r are the depth and resolution multipliers that met the first
+  figure4   paper Figure 4: width scaling at fixed (depth, resolution) pairs: (1, 1), (d, 1) and
+            (1, r), where d and r are the depth and resolution multipliers that met the first
             budget, at widths 1 and the width multiplier that met the first budget; the (1, 1)
             series also has every width-only point. -> figure4.csv, figure4.png.
   grid      paper §3.3 step 1: at φ = 1, (α, β, γ) for α in `--alphas`, β in `--betas` and γ
@@ -128,8 +128,7 @@ def plan_figure4(scaling_plan: Sequence[dict]) -> list[dict]:
   depth, resolution, width = (chosen['depth'].depth, chosen['resolution'].resolution,
                               chosen['width'].width)
   plan = []
-  for pair_depth, pair_resolution in ((1.0, 1.0), (depth, 1.0), (1.0, resolution),
-                                      (depth, resolution)):
+  for pair_depth, pair_resolution in ((1.0, 1.0), (depth, 1.0), (1.0, resolution)):
     widths = [1.0, width]
     if (pair_depth, pair_resolution) == (1.0, 1.0):
       widths = [1.0] + [row['point'].width for row in scaling_plan
@@ -224,6 +223,9 @@ def run_in_subprocesses(sweep_arguments: Sequence[str], workdir: str,
   os.makedirs(workdir, exist_ok=True)
 
   def run(point):
+    if sweep.read_result(workdir, point) is not None:
+      print(f'[study] {point.name}: finished meanwhile', flush=True)
+      return
     command = [sys.executable, '-m', 'experiments.sweep',
                *point_sweep_argv(sweep_arguments, workdir, point), f'--point={point.name}']
     print(f'[study] start {point.name}', flush=True)
@@ -232,6 +234,9 @@ def run_in_subprocesses(sweep_arguments: Sequence[str], workdir: str,
     print(f'[study] {point.name}: ' + ('done' if code == 0 else
                                        f'FAILED (exit {code}; see {point.name}.log)'), flush=True)
 
+  # Points whose workdir exists may be running in another process (a study restarted while its
+  # workers still train): they go last and are skipped if they have finished by then.
+  points = sorted(points, key=lambda p: os.path.isdir(sweep.point_dir(workdir, p)))
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
     list(pool.map(run, points))
 
@@ -252,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--alpha', type=float, default=PAPER_TRIPLE[0])
   parser.add_argument('--beta', type=float, default=PAPER_TRIPLE[1])
   parser.add_argument('--gamma', type=float, default=PAPER_TRIPLE[2])
-  parser.add_argument('--alphas', default='1.0,1.2,1.4', help='grid search: α values')
+  parser.add_argument('--alphas', default='1.0,1.4', help='grid search: α values (1.2 with β=1.1 '
+                      'is the paper\'s triple, always included)')
   parser.add_argument('--betas', default='1.1', help='grid search: β values')
   parser.add_argument('--tolerance', type=float, default=0.1,
                       help='grid search: keep |α·β²·γ² - 2| <= tolerance')
