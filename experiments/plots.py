@@ -32,6 +32,9 @@ def plot_lines(rows: Sequence[dict], group_key: str, path: str, title: str,
         axes.annotate(label_point(row), (x, y), textcoords='offset points', xytext=(4, 4),
                       fontsize=7)
   axes.set_xscale('log')
+  from matplotlib import ticker
+  axes.xaxis.set_major_formatter(ticker.FormatStrFormatter('%g'))
+  axes.xaxis.set_minor_formatter(ticker.FormatStrFormatter('%g'))
   axes.set_xlabel('multiply-adds per image (millions, log scale)')
   axes.set_ylabel('top-1 accuracy (%)')
   axes.set_title(title, fontsize=10)
