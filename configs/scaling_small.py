@@ -1,4 +1,4 @@
-"""Base model of the small-scale scaling study: a tiny EfficientNet on `glyph_shapes`, ~20 s of training.
+"""Base model of the small-scale scaling study: a tiny EfficientNet on `glyph_shapes`, 150 steps.
 
     python -m effnet_jax.main --config configs/scaling_small.py --workdir /tmp/scaling_base
     python -m experiments.scaling_study --config configs/scaling_small.py --workdir /tmp/study
@@ -8,7 +8,8 @@ B0's seven stages at width 0.25 (8..80 channels, head 320) and depth 0.25 (one b
 images, effnet_jax/data/glyph_shapes.py) with AdamW and a cosine schedule. The study scales this
 network's depth, width and input size (experiments/scaling_study.py): `depth`, `width` and
 `image_size` below are the base values that the multipliers multiply. Every scaled point trains with
-the same recipe and steps, as in the paper's Figure 3. Expected numbers: experiments/README.md.
+the same recipe and steps, as in the paper's Figure 3. Measured: 23.4% top-1 (EMA) on the 1,000
+test images, seed 0 (experiments/results/scaling.csv; the other points are in experiments/README.md).
 """
 from configs import default
 
