@@ -12,7 +12,7 @@ import importlib  # noqa: E402
 
 from effnet_jax import models, optim, sharding, checkpoint, train  # noqa: E402
 
-CONFIG_NAMES = ['default', 'quickstart', 'phi'] + [f'b{i}' for i in range(8)]
+CONFIG_NAMES = ['default', 'quickstart', 'phi', 'scaling_small'] + [f'b{i}' for i in range(8)]
 RESOLUTIONS = [224, 240, 260, 300, 380, 456, 528, 600]
 
 

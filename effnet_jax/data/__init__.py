@@ -11,6 +11,7 @@ Public API (what the trainer imports):
 See pipeline.py for the batch formats and how determinism / resuming work.
 """
 from effnet_jax.data import digits  # noqa: F401  (registers the 'sklearn_digits' builder)
+from effnet_jax.data import glyph_shapes  # noqa: F401  (registers 'glyph_shapes', scaling study)
 from effnet_jax.data.mixup import mixup_one_hot
 from effnet_jax.data.normalization import normalization_constants, normalize_images
 from effnet_jax.data.pipeline import (EvalIterator, TrainIterator, build_eval_dataset,

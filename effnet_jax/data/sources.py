@@ -13,11 +13,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from effnet_jax.data import digits
+from effnet_jax.data import glyph_shapes
 from effnet_jax.data import synthetic
 
 # Names accepted for the built-in datasets, and the ones we prepare ourselves (offline).
 DATASET_ALIASES = {'digits': digits.NAME}
-AUTO_PREPARED_DATASETS = frozenset({digits.NAME, synthetic.NAME})
+AUTO_PREPARED_DATASETS = frozenset({digits.NAME, glyph_shapes.NAME, synthetic.NAME})
 
 
 class DatasetNotPreparedError(FileNotFoundError):
