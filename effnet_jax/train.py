@@ -118,6 +118,7 @@ def create_model(config, num_classes: int, dtype=jnp.float32, **overrides) -> nn
       config.model, num_classes, dtype, phi=config.phi, width=config.width, depth=config.depth,
       dropout_rate=config.dropout_rate, survival_prob=config.survival_prob,
       depthwise_implementation=config.depthwise_implementation, remat=config.remat,
+      scan_blocks=config.get('scan_blocks', False),
       bn_momentum=config.bn_momentum,
       block_strings=config.block_strings.split(',') if config.block_strings else None, **overrides)
 
