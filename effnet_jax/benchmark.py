@@ -18,6 +18,10 @@ step runs), and reports the compile time and XLA's memory analysis of the compil
 way to see B7's compile time and peak memory with and without ``--remat`` / ``--scan`` on a
 machine that could not run the step. ``peak_bytes`` is then arguments + outputs + temporaries
 minus donated (aliased) buffers, XLA's static estimate of the step's peak.
+
+``--scan`` (``EfficientNet.scan_blocks``) compiles one body per stage instead of every block; XLA's
+cost analysis then counts each scanned body once, so the reported FLOP/s and MFU are underestimates
+with it (step time and images/sec are exact).
 """
 from __future__ import annotations
 
