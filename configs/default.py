@@ -35,7 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
                                       # per stage, 2-3x faster compile of B5-B7 (same numbers); with
                                       # remat, B7's step needs ~1/4 of the memory (README Performance)
   config.dtype = 'float32'            # compute dtype: 'float32' or 'bfloat16' (TPU); params stay f32
-  config.init_from = ml_collections.FieldReference(None, field_type=str)  # (not yet supported)
+  config.init_from = ml_collections.FieldReference(None, field_type=str)  # a pretrained directory
+                                      # (effnet_jax.convert output) to start a new run from; the
+                                      # classifier is re-initialised if the class count differs
+  config.freeze_backbone_steps = 0    # train only the classifier for the first N steps (fine-tuning)
 
   # ---- Data
   config.dataset = 'imagenet2012'     # any TFDS image-classification dataset; 'digits' is built in

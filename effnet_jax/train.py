@@ -36,6 +36,7 @@ from effnet_jax import checkpoint as checkpoint_lib
 from effnet_jax import data as data_lib
 from effnet_jax import models
 from effnet_jax import optim
+from effnet_jax import pretrained
 from effnet_jax import sharding
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -66,7 +67,9 @@ class RunPlan:
 def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
   """Checks a config against the mesh; raises ValueError saying which field to change."""
   if config.init_from:
-    raise ValueError('config.init_from is not supported yet; leave it None.')
+    pretrained.read_metadata(config.init_from)  # Fails now, naming the directory, if it is not one.
+  if config.freeze_backbone_steps < 0:
+    raise ValueError(f'config.freeze_backbone_steps={config.freeze_backbone_steps} must be >= 0.')
   try:
     spec = models.resolve_model_spec(config.model, phi=config.phi, width=config.width,
                                      depth=config.depth)
@@ -157,6 +160,24 @@ def create_train_state(init_fn, seed: int, mesh) -> TrainState:
   return jax.jit(init_fn, out_shardings=sharding.replicated_sharding(mesh))(seed)
 
 
+def start_from_pretrained(state: TrainState, directory: str, mesh) -> TrainState:
+  """`state` with the pretrained weights of `directory` (transfer learning, `config.init_from`).
+
+  The classifier is loaded only when it fits (same number of classes); otherwise it keeps its fresh
+  initialisation. The EMA starts from the loaded weights; the optimizer state is untouched (it does
+  not depend on parameter values at initialisation).
+  """
+  variables, reinitialised = pretrained.transfer_pretrained(
+      directory, {'params': jax.device_get(state.params),
+                  'batch_stats': jax.device_get(state.batch_stats)})
+  logging.info('Started from pretrained weights in %s%s.', directory,
+               f'; new (randomly initialised): {", ".join(reinitialised)}' if reinitialised else '')
+  # Two device copies: the raw and the EMA weights are separate (donated) buffers.
+  raw, ema = (jax.device_put(variables, sharding.replicated_sharding(mesh)) for _ in range(2))
+  return state.replace(params=raw['params'], batch_stats=raw['batch_stats'],
+                       ema_params=ema['params'], ema_batch_stats=ema['batch_stats'])
+
+
 def abstract_train_state(init_fn, seed: int, mesh) -> TrainState:
   """Shapes, dtypes and shardings of the state, without compiling `init_fn` (restore target)."""
   replicated = sharding.replicated_sharding(mesh)
@@ -171,7 +192,8 @@ def abstract_train_state(init_fn, seed: int, mesh) -> TrainState:
 
 def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
                     learning_rate_fn, num_classes: int, mesh, bn_group_size: int,
-                    family: str = 'efficientnet', use_shard_map: bool | None = None):
+                    family: str = 'efficientnet', use_shard_map: bool | None = None,
+                    frozen_backbone: bool = False):
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
 
   The state is donated and replicated; the batch is sharded P('data'). Batch-norm statistics are
@@ -181,6 +203,10 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
   statistics averaged over the whole 'data' axis (like the reference's CrossShardOptimizer).
   `family` picks the normalisation constants ('lite' models use 127/128).
   `use_shard_map=True` forces that path even for global groups (tests compare the two).
+  `frozen_backbone=True` (fine-tuning's first steps) trains only the classifier: everything else
+  runs in inference mode (moving BN statistics, no dropout or drop-path), keeps its parameters and
+  statistics, and sits behind `stop_gradient`, so XLA drops the backbone's backward pass and such
+  a step costs little more than a forward pass.
 
   metrics: loss (CE + L2), cross_entropy, learning_rate, grad_norm and state_finite (1.0 when
   the updated params and BN statistics are all finite).
@@ -210,12 +236,21 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
     else:
       targets = batch['label']
     def loss_fn(params):
-      logits, new_variables = forward_model.apply(
-          {'params': params, 'batch_stats': batch_stats}, images, train=True,
-          mutable=['batch_stats'], rngs={'dropout': rng})
+      if frozen_backbone:
+        # The backbone runs as at evaluation (BN normalises with the loaded moving statistics,
+        # no drop-path), so the classifier learns on the features it will see at test time.
+        params = _freeze_backbone(params, jax.lax.stop_gradient)
+        logits = forward_model.apply({'params': params, 'batch_stats': batch_stats}, images,
+                                     train=False)
+        new_batch_stats = batch_stats
+      else:
+        logits, new_variables = forward_model.apply(
+            {'params': params, 'batch_stats': batch_stats}, images, train=True,
+            mutable=['batch_stats'], rngs={'dropout': rng})
+        new_batch_stats = new_variables['batch_stats']
       cross_entropy = optim.cross_entropy_loss(logits, targets, num_classes, label_smoothing)
       loss = cross_entropy + weight_decay * optim.l2_loss(params)
-      return loss, (cross_entropy, new_variables['batch_stats'])
+      return loss, (cross_entropy, new_batch_stats)
 
     (loss, (cross_entropy, new_batch_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(params)
@@ -242,6 +277,8 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
     loss, cross_entropy, grads, new_batch_stats = compute(state.params, state.batch_stats, batch,
                                                           rng)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    if frozen_backbone:  # Also no decoupled weight decay (AdamW, LARS) on frozen parameters.
+      updates = _freeze_backbone(updates, jnp.zeros_like)
     new_params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1, params=new_params, batch_stats=new_batch_stats,
@@ -259,6 +296,12 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
   replicated = sharding.replicated_sharding(mesh)
   return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def _freeze_backbone(params, freeze, head: str = 'classifier'):
+  """`freeze` applied to every top-level module's parameters except the classifier's."""
+  return {name: (value if name == head else jax.tree.map(freeze, value))
+          for name, value in params.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,6 +452,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('Resumed from %s at step %d.', checkpoint_dir, restored.step)
   else:
     state, start_step = create_train_state(init_fn, config.seed, mesh), 0
+    if config.init_from:
+      state = start_from_pretrained(state, config.init_from, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('%s: %d parameters; %d train steps (%.1f epochs of %d images).',
                plan.model_spec.name, num_params, num_steps, num_steps / steps_per_epoch,
@@ -426,6 +471,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = make_train_step(config, model, tx, learning_rate_fn, info.num_classes, mesh,
                                plan.bn_group_size, family=plan.model_spec.family)
   eval_step = make_eval_step(model, mesh, family=plan.model_spec.family)
+  frozen_train_step = make_train_step(
+      config, model, tx, learning_rate_fn, info.num_classes, mesh, plan.bn_group_size,
+      family=plan.model_spec.family, frozen_backbone=True)  # compiled only if used
 
   # ---- Loop.
   checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size}
@@ -449,7 +497,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     while step < num_steps:
       batch = sharding.make_global_batch(next(train_batches), mesh)
-      state, metrics = train_step(state, batch)
+      step_fn = frozen_train_step if step < config.freeze_backbone_steps else train_step
+      state, metrics = step_fn(state, batch)
       step += 1
       pending.append((step, metrics))
 

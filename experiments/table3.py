@@ -14,9 +14,10 @@ Notes on the rows (see also models/mobilenet.py and models/resnet.py for the rou
     all aim at ~4x the baseline, so the ResNet-50 compound row is the EfficientNet formula at phi=2
     (alpha=1.2, beta=1.1, gamma=1.15: d=1.44, w=1.21, r=1.32 -> 296 px), and the (1.4, 1.2, 1.3) model
     is printed as an extra row without a paper number.
-  - ResNet-50 d=4 / w=2: ours are 14.6 G / 16.1 G against the paper's 16.2B / 14.7B; each is within 1%
-    of the *other* row's paper number, which suggests the two are swapped in the paper. d=4 falls just
-    outside 10% of its own row (flagged in the output).
+  - ResNet-50 d=4: the paper does not say how the blocks are spread over the stages. He et al.'s
+    200-layer ResNet ([3, 24, 36, 3] blocks, 4x ResNet-50's 50 layers) gives 15.0 G, 7% below the paper's
+    16.2B; scaling every stage 4x ([12, 16, 24, 12]) gives 14.6 G, 10.1% below, printed as an extra row.
+    w=2 gives 16.1 G against 14.7B (+9.5%); the two ResNet rows may be swapped in the paper.
   - ResNet-50 is v1.5 (stride on the 3x3 conv, no conv biases), 4.09 G; the original v1 is 3.86 G.
 
 Training (``--train``, the top-1 column) is not implemented yet: the paper's top-1 numbers are printed
@@ -44,7 +45,8 @@ ROWS = (
     ("  resolution (r=2)", "mobilenet-v2", dict(resolution=2), 1.2, 74.8),
     ("  compound (d=1.4, w=1.2, r=1.3)", "mobilenet-v2", COMPOUND, 1.3, 77.4),
     ("ResNet-50", "resnet-50", {}, 4.1, 76.0),
-    ("  depth (d=4)", "resnet-50", dict(depth=4), 16.2, 78.1),
+    ("  depth (d=4): ResNet-200, 4x the layers", "resnet-200", {}, 16.2, 78.1),
+    ("  depth (d=4): every stage 4x, not in paper", "resnet-50", dict(depth=4), None, None),
     ("  width (w=2)", "resnet-50", dict(width=2), 14.7, 77.7),
     ("  resolution (r=2)", "resnet-50", dict(resolution=2), 16.4, 77.5),
     ("  compound (phi=2: d=1.44, w=1.21, r=1.32)", "resnet-50", dict(phi=2), 16.7, 78.8),

@@ -41,6 +41,7 @@ FAMILIES: dict[str, Family] = {
     "resnet-50": Family(functools.partial(resnet.resnet, 50), resnet.ResNet, 224, 0.0),
     "resnet-101": Family(functools.partial(resnet.resnet, 101), resnet.ResNet, 224, 0.0),
     "resnet-152": Family(functools.partial(resnet.resnet, 152), resnet.ResNet, 224, 0.0),
+    "resnet-200": Family(functools.partial(resnet.resnet, 200), resnet.ResNet, 224, 0.0),
 }
 # Trainer-wide options that some families do not have: dropped there when left at these defaults.
 OPTIONAL_OVERRIDES = {"remat": False, "scan_blocks": False, "depthwise_implementation": "auto"}
@@ -177,7 +178,7 @@ def create_model(
     Args:
       name: a reference name (``model_names(all_families=True)``: EfficientNets, 'mobilenet-v1',
         'mobilenet-v2', 'mobilenet-v3-large', 'mobilenet-v3-small', 'resnet-50', 'resnet-101',
-        'resnet-152'), or a family baseline when ``phi`` is given.
+        'resnet-152', 'resnet-200'), or a family baseline when ``phi`` is given.
       num_classes: classifier outputs (1000 for ImageNet).
       dtype: compute dtype (``jnp.bfloat16`` on TPU); parameters stay float32.
       phi, alpha, beta, gamma: compound scaling from the family's baseline (formula, not the table).

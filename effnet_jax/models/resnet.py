@@ -1,4 +1,4 @@
-"""ResNet-50/101/152 with bottleneck blocks (He et al. 2016), the paper's Table 3 baseline.
+"""ResNet-50/101/152/200 with bottleneck blocks (He et al. 2016), the paper's Table 3 baseline.
 
 Two knobs decide which of the common ResNets this is:
   - ``stride_on``: '3x3' (default, "ResNet v1.5" as torchvision and NVIDIA train it: a stage's first
@@ -39,7 +39,7 @@ Array = jax.Array
 
 # Bottleneck width (output = 4x) per stage, and blocks per stage for each depth.
 STAGE_WIDTHS = (64, 128, 256, 512)
-STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
 BOTTLENECK_EXPANSION = 4
 STEM_FILTERS = 64
 # torchvision / TF official ResNet batch norm: epsilon 1e-5, momentum 0.9 (TF convention).
@@ -176,7 +176,7 @@ class ResNet(nn.Module):
 
 
 def resnet(layers_count: int = 50, width: float = 1.0, depth: float = 1.0, **module_kwargs) -> ResNet:
-    """ResNet-{50,101,152} at a width and depth multiplier."""
+    """ResNet-{50,101,152,200} at a width and depth multiplier."""
     if layers_count not in STAGE_BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {layers_count}.")
     return ResNet(blocks=build_blocks(STAGE_BLOCKS[layers_count], width, depth),

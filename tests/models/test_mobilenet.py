@@ -101,10 +101,13 @@ def test_phi_scales_every_family():
 TABLE3 = [
     ("mobilenet-v1", {}, 0.6),
     ("mobilenet-v1", dict(width=2), 2.2),
+    ("mobilenet-v1", dict(resolution=2), 2.2),
     ("mobilenet-v1", dict(depth=1.4, width=1.2, resolution=1.3), 2.3),
     ("mobilenet-v2", {}, 0.3),
     ("mobilenet-v2", dict(depth=4), 1.2),
+    ("mobilenet-v2", dict(width=2), 1.1),
     ("mobilenet-v2", dict(resolution=2), 1.2),
+    ("mobilenet-v2", dict(depth=1.4, width=1.2, resolution=1.3), 1.3),
 ]
 
 

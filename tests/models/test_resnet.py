@@ -14,7 +14,8 @@ from effnet_jax.models.cost import model_cost
 
 
 @pytest.mark.parametrize("name, params", [("resnet-50", 25_557_032), ("resnet-101", 44_549_160),
-                                          ("resnet-152", 60_192_808)])
+                                          ("resnet-152", 60_192_808),
+                                          ("resnet-200", 64_673_832)])
 def test_bias_free_counts_equal_torchvision(name, params):
     assert model_cost(create_model(name), 32).params == params
 
@@ -42,10 +43,11 @@ def test_layout_and_scaling():
     assert create_model("resnet-50", depthwise_implementation="auto", remat=True).remat
 
 
-@pytest.mark.parametrize("scaling_args, paper_gmacs", [({}, 4.1), (dict(resolution=2), 16.4),
-                                                       (dict(width=2), 14.7), (dict(phi=2), 16.7)])
-def test_table3_multiply_adds(scaling_args, paper_gmacs):
-    assert model_cost(create_model("resnet-50", **scaling_args)).macs / 1e9 == pytest.approx(paper_gmacs, rel=0.10)
+@pytest.mark.parametrize("name, scaling_args, paper_gmacs", [
+    ("resnet-50", {}, 4.1), ("resnet-200", {}, 16.2),  # d=4: the 200-layer ResNet (experiments/table3.py)
+    ("resnet-50", dict(resolution=2), 16.4), ("resnet-50", dict(width=2), 14.7), ("resnet-50", dict(phi=2), 16.7)])
+def test_table3_multiply_adds(name, scaling_args, paper_gmacs):
+    assert model_cost(create_model(name, **scaling_args)).macs / 1e9 == pytest.approx(paper_gmacs, rel=0.10)
 
 
 def test_forward_shapes_and_padding_grid():
