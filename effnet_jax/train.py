@@ -68,6 +68,9 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
   """Checks a config against the mesh; raises ValueError saying which field to change."""
   if config.init_from:
     pretrained.read_metadata(config.init_from)  # Fails now, naming the directory, if it is not one.
+    if config.get('scan_blocks', False):
+      raise ValueError('config.init_from loads weights in the plain block layout; set '
+                       'config.scan_blocks=False to fine-tune from them.')
   if config.freeze_backbone_steps < 0:
     raise ValueError(f'config.freeze_backbone_steps={config.freeze_backbone_steps} must be >= 0.')
   try:
