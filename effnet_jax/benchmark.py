@@ -2,6 +2,7 @@
 
     python -m effnet_jax.benchmark --model efficientnet-b0 --batch-size 32 --resolution 224 --mode train
     python -m effnet_jax.benchmark --model efficientnet-b7 --batch-size 8 --resolution 600 --mode train --remat --json
+    python -m effnet_jax.benchmark --model efficientnet-b7 --batch-size 8 --mode train --scan --remat --compile-only
 
 Reports compile time, the median steady-state step time (after warm-up), images/sec, peak memory,
 achieved FLOP/s and its fraction of a matmul peak that is measured in the same run on the same devices
@@ -15,6 +16,16 @@ The train mode times the trainer's own step (``effnet_jax.train.make_train_step`
 backward, RMSProp, EMA) with the reference recipe's defaults, so the numbers are what training sees.
 Inputs are random and already on the devices: the input pipeline is not measured here
 (``python -m effnet_jax.data.inspect`` measures that).
+
+``--compile-only`` lowers and compiles the step from abstract shapes (no state is created and no
+step runs), and reports the compile time and XLA's memory analysis of the compiled program: the
+way to see B7's compile time and peak memory with and without ``--remat`` / ``--scan`` on a
+machine that could not run the step. ``peak_bytes`` is then arguments + outputs + temporaries
+minus donated (aliased) buffers, XLA's static estimate of the step's peak.
+
+``--scan`` (``EfficientNet.scan_blocks``) compiles one body per stage instead of every block; XLA's
+cost analysis then counts each scanned body once, so ``xla_step_flops`` is an underestimate with it
+(FLOP/s and MFU come from the model's multiply-adds and stay right).
 """
 from __future__ import annotations
 
@@ -54,22 +65,41 @@ def matmul_peak_flops(dtype, size: int | None = None, steps: int = 5) -> float:
     return 2 * size**3 / _median_seconds(lambda: matmul(a, a), steps)
 
 
+def memory_analysis(compiled) -> dict[str, int]:
+    """XLA's static memory analysis of a compiled program, in bytes (empty if the backend has none).
+
+    peak_bytes = arguments + outputs + temporaries - aliased (donated) buffers.
+    """
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return {}
+    numbers = dict(argument_bytes=analysis.argument_size_in_bytes, output_bytes=analysis.output_size_in_bytes,
+                   temp_bytes=analysis.temp_size_in_bytes, alias_bytes=analysis.alias_size_in_bytes,
+                   generated_code_bytes=analysis.generated_code_size_in_bytes)
+    numbers = {key: int(value) for key, value in numbers.items()}
+    numbers["peak_bytes"] = (numbers["argument_bytes"] + numbers["output_bytes"] + numbers["temp_bytes"]
+                             - numbers["alias_bytes"])
+    return numbers
+
+
 def _peak_bytes(compiled) -> int | None:
     """Device peak if the runtime reports it (GPU/TPU), else XLA's static estimate for the program."""
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"])
-    analysis = compiled.memory_analysis()
-    if analysis is None:
-        return None
-    return int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-               - analysis.alias_size_in_bytes)
+    return memory_analysis(compiled).get("peak_bytes")
 
 
 def benchmark(model_name: str, batch_size: int, resolution: int | None = None, mode: str = "train",
               dtype: str = "float32", steps: int = 7, warmup: int = 2, phi: float | None = None,
-              remat: bool = False, depthwise_implementation: str = "auto", num_classes: int = 1000) -> dict:
-    """Compiles and times one train or inference step; returns the reported numbers as a dict."""
+              remat: bool = False, depthwise_implementation: str = "auto", num_classes: int = 1000,
+              scan_blocks: bool = False, compile_only: bool = False) -> dict:
+    """Compiles and times one train or inference step; returns the reported numbers as a dict.
+
+    ``remat`` and ``scan_blocks`` are the model switches of the same names (``EfficientNet``);
+    ``compile_only`` compiles from abstract shapes and reports compile time and XLA's memory analysis
+    without creating a state or running a step.
+    """
     if mode not in ("train", "infer"):
         raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}.")
     if dtype not in DTYPES:
@@ -79,22 +109,25 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     spec = resolve_model_spec(model_name, phi=phi)
     resolution = int(resolution or spec.resolution)
     model = create_model(model_name, num_classes, DTYPES[dtype], phi=phi, remat=remat,
-                         depthwise_implementation=depthwise_implementation)
+                         depthwise_implementation=depthwise_implementation, scan_blocks=scan_blocks)
     mesh = sharding.create_mesh()
     sharding.check_batch_size(batch_size, mesh)
     config = ml_collections.ConfigDict(dict(optim.CONFIG_DEFAULTS, batch_size=batch_size))
     learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000)
     tx = optim.create_optimizer(config, learning_rate_fn)
     init_fn = train.make_init_fn(model, tx, resolution)
-    state = train.create_train_state(init_fn, 0, mesh)
-
     rng = np.random.default_rng(0)
-    batch = sharding.make_global_batch(
-        dict(image=rng.uniform(0, 255, (batch_size, resolution, resolution, 3)).astype(np.float32),
-             label=rng.integers(0, num_classes, batch_size).astype(np.int32),
-             mask=np.ones(batch_size, np.float32)),
-        mesh,
-    )
+    local_batch = dict(image=rng.uniform(0, 255, (batch_size, resolution, resolution, 3)).astype(np.float32),
+                       label=rng.integers(0, num_classes, batch_size).astype(np.int32),
+                       mask=np.ones(batch_size, np.float32))
+    if compile_only:
+        state = train.abstract_train_state(init_fn, 0, mesh)
+        batch_sharding = sharding.batch_sharding(mesh)
+        batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding),
+                             local_batch)
+    else:
+        state = train.create_train_state(init_fn, 0, mesh)
+        batch = sharding.make_global_batch(local_batch, mesh)
     if mode == "train":
         step = train.make_train_step(config, model, tx, learning_rate_fn, num_classes, mesh,
                                      bn_group_size=mesh.size, family=spec.family)
@@ -110,6 +143,14 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     xla_step_flops = float(cost.get("flops", 0.0)) if cost else 0.0
     step_flops = 2 * model_cost(model, resolution).macs * batch_size * (3 if mode == "train" else 1)
+    result = dict(
+        model=spec.name, mode=mode, dtype=dtype, batch_size=batch_size, resolution=resolution, remat=remat,
+        scan_blocks=scan_blocks, depthwise_implementation=depthwise_implementation, devices=mesh.size,
+        device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
+        compile_s=round(compile_s, 3), step_flops=step_flops, xla_step_flops=xla_step_flops,
+    )
+    if compile_only:
+        return dict(result, compile_only=True, **memory_analysis(compiled))
 
     if mode == "train":
         holder = {"state": state}
@@ -127,13 +168,9 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     peak = matmul_peak_flops(DTYPES[dtype])
     flops_per_sec = step_flops / step_s
     return dict(
-        model=spec.name, mode=mode, dtype=dtype, batch_size=batch_size, resolution=resolution, remat=remat,
-        depthwise_implementation=depthwise_implementation, devices=mesh.size,
-        device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
-        compile_s=round(compile_s, 3), step_s=round(step_s, 5), images_per_sec=round(batch_size / step_s, 2),
-        peak_bytes=_peak_bytes(compiled), step_flops=step_flops, xla_step_flops=xla_step_flops,
-        flops_per_sec=flops_per_sec,
-        matmul_peak_flops_per_sec=peak, mfu=flops_per_sec / peak,
+        result, compile_only=False, step_s=round(step_s, 5), images_per_sec=round(batch_size / step_s, 2),
+        peak_bytes=_peak_bytes(compiled), flops_per_sec=flops_per_sec, matmul_peak_flops_per_sec=peak,
+        mfu=flops_per_sec / peak,
     )
 
 
@@ -148,22 +185,33 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=7, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--remat", action="store_true", help="recompute block activations in the backward pass")
+    parser.add_argument("--scan", action="store_true",
+                        help="nn.scan over each stage's repeated blocks (faster compile of large models)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile from abstract shapes; report compile time and XLA's memory analysis")
     parser.add_argument("--depthwise-implementation", default="auto", choices=("auto", "xla", "shifted"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
         result = benchmark(args.model, args.batch_size, args.resolution, args.mode, args.dtype, args.steps,
-                           args.warmup, args.phi, args.remat, args.depthwise_implementation)
+                           args.warmup, args.phi, args.remat, args.depthwise_implementation,
+                           scan_blocks=args.scan, compile_only=args.compile_only)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     if args.json:
         print(json.dumps(result))
         return 0
-    mib = f"{result['peak_bytes'] / 2**20:,.0f} MiB" if result["peak_bytes"] else "n/a"
+    mib = f"{result['peak_bytes'] / 2**20:,.0f} MiB" if result.get("peak_bytes") else "n/a"
+    switches = [name for name, on in (("remat", result["remat"]), ("scan", result["scan_blocks"])) if on]
     print(f"{result['model']} {result['mode']} batch {result['batch_size']} at {result['resolution']}px, "
           f"{result['dtype']}, {result['devices']} x {result['device_kind']}"
-          f"{' (remat)' if result['remat'] else ''}")
+          f"{' (' + ', '.join(switches) + ')' if switches else ''}")
     print(f"  compile        {result['compile_s']:.1f} s")
+    if result["compile_only"]:
+        print(f"  peak memory    {mib} (XLA memory analysis: arguments + outputs + temporaries - donated)")
+        if result.get("temp_bytes") is not None:
+            print(f"  temporaries    {result['temp_bytes'] / 2**20:,.0f} MiB")
+        return 0
     print(f"  step           {result['step_s'] * 1000:.1f} ms (median of {args.steps})")
     print(f"  images/sec     {result['images_per_sec']:.1f}")
     print(f"  peak memory    {mib}")

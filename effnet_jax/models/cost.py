@@ -68,6 +68,8 @@ def _trace_init(model: nn.Module, resolution: int):
 def model_cost(model: nn.Module, resolution: int | None = None) -> ModelCost:
     """Parameter, batch-statistic and multiply-add counts at ``resolution`` (default: the model's)."""
     resolution = int(resolution or model.resolution)
+    if getattr(model, "scan_blocks", False):  # a scan traces its body once; the plain model counts every block
+        model = model.clone(scan_blocks=False)
     if resolution < 1:
         raise ValueError(f"resolution must be a positive number of pixels, got {resolution}.")
     variables, macs = _trace_init(model, resolution)

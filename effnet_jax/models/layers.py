@@ -139,11 +139,11 @@ def drop_path(x: Array, survival_prob: float, rng: Array) -> Array:
 class DropPath(nn.Module):
     """``drop_path`` as a module; draws from the 'dropout' RNG stream and is the identity at eval."""
 
-    survival_prob: float
+    survival_prob: float | Array  # an Array when it is a scanned input (EfficientNet(scan_blocks=True))
 
     @nn.compact
     def __call__(self, x: Array, deterministic: bool) -> Array:
-        if deterministic or self.survival_prob >= 1.0:
+        if deterministic or (isinstance(self.survival_prob, (int, float)) and self.survival_prob >= 1.0):
             return x
         return drop_path(x, self.survival_prob, self.make_rng("dropout"))
 

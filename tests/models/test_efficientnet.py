@@ -256,3 +256,63 @@ def test_block_strings_round_trip_and_errors():
     for bad in ("r1_k3_s2_e1_i32_o16", "k3_s11_e1_i32_o16", "r1_k3_s11_e1_i32_o16_c1", "r1_kx_s11_e1_i32_o16"):
         with pytest.raises(ValueError):
             efficientnet.decode_block_string(bad)
+
+
+def test_scan_groups_and_counts_of_b7():
+    """scan_blocks scans every stage's blocks after the first; B7 keeps the reference's counts."""
+    model = create_model("efficientnet-b7", scan_blocks=True)
+    groups = efficientnet.block_scan_groups(model.blocks)
+    assert [len(group) for group in groups] == [3, 6, 6, 9, 9, 12, 3]
+    assert all(model.blocks[group[0] - 1].stage == model.blocks[group[0]].stage for group in groups)
+    images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), images)
+    counts = tuple(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes[collection]))
+                   for collection in ("params", "batch_stats"))
+    assert counts == REFERENCE_COUNTS["efficientnet-b7"][:2]
+
+
+def test_scan_blocks_equals_unscanned():
+    """Same outputs, gradients and BN updates as the plain model, given the stacked parameters."""
+    blocks = ("r3_k3_s22_e6_i16_o24_se0.25",)  # scans blocks 1 and 2
+    plain = efficientnet.efficientnet(0.25, 1.0, resolution=16, dropout_rate=0.0, block_strings=blocks,
+                                      num_classes=10, survival_prob=0.5)
+    scanned = plain.clone(scan_blocks=True)
+    images = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 16, 3))
+    variables = jax.jit(plain.init)(jax.random.PRNGKey(0), images)
+    stacked = efficientnet.scan_block_variables(variables, plain.blocks)
+    assert "blocks_1_to_2" in stacked["params"] and "blocks_1" not in stacked["params"]
+    shapes = jax.tree_util.tree_map(jnp.shape, jax.eval_shape(scanned.init, jax.random.PRNGKey(0), images))
+    assert jax.tree_util.tree_map(jnp.shape, stacked) == shapes
+    round_trip = efficientnet.unscan_block_variables(stacked, plain.blocks)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, round_trip, variables)
+
+    # Eval, with per-block survival probabilities scanned (they differ: 1 - 0.5·i/N).
+    assert plain.blocks[1].survival_prob != plain.blocks[2].survival_prob
+    assert model_cost(scanned, 16) == model_cost(plain, 16)
+    logits, endpoints = jax.jit(lambda v: scanned.apply(v, images, return_endpoints=True))(stacked)
+    plain_logits, plain_endpoints = jax.jit(lambda v: plain.apply(v, images, return_endpoints=True))(variables)
+    np.testing.assert_allclose(logits, plain_logits, atol=1e-6)
+    assert {k for k in plain_endpoints if "block_" not in k} <= set(endpoints)
+    # Stochastic depth draws per block inside the scan.
+    run = jax.jit(lambda rng: scanned.apply(stacked, images, train=True, rngs={"dropout": rng},
+                                            mutable=["batch_stats"])[0])
+    a, b = run(jax.random.PRNGKey(2)), run(jax.random.PRNGKey(3))
+    assert np.all(np.isfinite(a)) and not np.allclose(a, b)
+
+    # Train mode without stochastic depth (it draws different random numbers when scanned), with remat.
+    plain = plain.clone(blocks=efficientnet.build_blocks(blocks, 0.25, 1.0, survival_prob=None))
+    scanned = plain.clone(scan_blocks=True, remat=True)
+
+    def loss_fn(model):
+        def loss(params, batch_stats):
+            logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                                          mutable=["batch_stats"])
+            return jnp.sum(logits**2), updates["batch_stats"]
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+    (loss, stats), grads = loss_fn(plain)(variables["params"], variables["batch_stats"])
+    (scan_loss, scan_stats), scan_grads = loss_fn(scanned)(stacked["params"], stacked["batch_stats"])
+    np.testing.assert_allclose(scan_loss, loss, rtol=1e-5)
+    unstacked = efficientnet.unscan_block_variables({"params": scan_grads, "batch_stats": scan_stats}, plain.blocks)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                           unstacked, {"params": grads, "batch_stats": stats})

@@ -1,0 +1,34 @@
+"""The benchmark's memory report and the side-by-side script's table (no model is compiled here)."""
+import jax
+import jax.numpy as jnp
+
+from effnet_jax import benchmark
+from experiments import side_by_side
+
+
+def test_memory_analysis_adds_up():
+    compiled = jax.jit(lambda x: jnp.tanh(x @ x) @ x).lower(jnp.ones((64, 64))).compile()
+    numbers = benchmark.memory_analysis(compiled)
+    if not numbers:  # a backend without memory analysis
+        return
+    assert numbers["argument_bytes"] == 64 * 64 * 4 and numbers["output_bytes"] == 64 * 64 * 4
+    assert numbers["peak_bytes"] == (numbers["argument_bytes"] + numbers["output_bytes"] + numbers["temp_bytes"]
+                                     - numbers["alias_bytes"])
+
+
+def test_side_by_side_table_and_ratios():
+    def result(train, infer, **extra):
+        return dict(train=dict(images_per_sec=train, step_s=32 / train, **extra),
+                    infer=dict(images_per_sec=infer, step_s=32 / infer, **extra))
+    timm = result(4.0, 20.0, layout="channels_last")
+    timm.update(channels_last=result(4.0, 20.0), contiguous=result(3.0, 10.0))
+    report = dict(batch_size=32, resolution=224, steps=5, warmup=2, load_before=[0.1, 0.1, 0.1],
+                  load_after=[1.0, 1.0, 1.0], machine=side_by_side.machine(),
+                  results=dict(effnet_jax=result(8.0, 40.0, compile_s=1.0), keras=result(1.0, 5.0, compile_s=1.0),
+                               timm=timm))
+    table = side_by_side.markdown(report)
+    assert "| effnet_jax | 8.00 |" in table
+    assert "effnet_jax / timm: train 2.00x, inference 2.00x" in table
+    assert "effnet_jax / Keras on JAX: train 8.00x, inference 8.00x" in table
+    report["results"]["timm"] = dict(skipped="timm failed or is not importable: ModuleNotFoundError")
+    assert "skipped" in side_by_side.markdown(report)
