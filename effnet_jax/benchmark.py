@@ -112,7 +112,7 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
                          depthwise_implementation=depthwise_implementation, scan_blocks=scan_blocks)
     mesh = sharding.create_mesh()
     sharding.check_batch_size(batch_size, mesh)
-    config = ml_collections.ConfigDict(dict(optim.CONFIG_DEFAULTS, batch_size=batch_size))
+    config = ml_collections.ConfigDict(dict(optim.CONFIG_DEFAULTS, batch_size=batch_size, nan_policy="stop"))
     learning_rate_fn = optim.create_learning_rate_fn(config, steps_per_epoch=1000)
     tx = optim.create_optimizer(config, learning_rate_fn)
     init_fn = train.make_init_fn(model, tx, resolution)

@@ -32,3 +32,12 @@ def test_side_by_side_table_and_ratios():
     assert "effnet_jax / Keras on JAX: train 8.00x, inference 8.00x" in table
     report["results"]["timm"] = dict(skipped="timm failed or is not importable: ModuleNotFoundError")
     assert "skipped" in side_by_side.markdown(report)
+
+
+def test_train_step_compiles_with_the_trainers_config_fields():
+    """The benchmark builds its own config for train.make_train_step: every field the step reads must be
+    there (a new trainer field once broke `--mode train` unnoticed)."""
+    result = benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="train",
+                                 num_classes=10, compile_only=True)
+    assert result["compile_only"] and result["step_flops"] > 0
+    assert result["batch_size"] == 8 and result["resolution"] == 32

@@ -16,18 +16,27 @@ IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 LITE_MEAN_RGB = (127.0, 127.0, 127.0)
 LITE_STD_RGB = (128.0, 128.0, 128.0)
 
+# MobileNets (Keras applications, TF-slim): inputs scaled to [-1, 1].
+MOBILENET_MEAN_RGB = (127.5, 127.5, 127.5)
+MOBILENET_STD_RGB = (127.5, 127.5, 127.5)
+
 _CONSTANTS = {
     'efficientnet': (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB),
     'lite': (LITE_MEAN_RGB, LITE_STD_RGB),
     'edgetpu': (LITE_MEAN_RGB, LITE_STD_RGB),
     'condconv': (LITE_MEAN_RGB, LITE_STD_RGB),
+    **{name: (MOBILENET_MEAN_RGB, MOBILENET_STD_RGB) for name in (
+        'mobilenet-v1', 'mobilenet-v2', 'mobilenet-v3-large', 'mobilenet-v3-small')},
+    # ResNets default to torchvision's layout and preprocessing (models/resnet.py).
+    **{f'resnet-{layers}': (IMAGENET_MEAN_RGB, IMAGENET_STD_RGB) for layers in (50, 101, 152, 200)},
 }
 
 
 def normalization_constants(family: str) -> tuple[np.ndarray, np.ndarray]:
   """(mean, std), each float32 [3], for images with values in [0, 255].
 
-  family: 'efficientnet' (ImageNet mean/std x 255) or 'lite' / 'edgetpu' / 'condconv' (127, 128).
+  family: 'efficientnet' and the ResNets (ImageNet mean/std x 255), 'lite' / 'edgetpu' / 'condconv'
+  (127, 128), the MobileNets (127.5, 127.5: inputs in [-1, 1]).
   """
   if family not in _CONSTANTS:
     raise ValueError(f'Unknown model family {family!r}; expected one of {sorted(_CONSTANTS)}.')
