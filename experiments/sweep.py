@@ -32,7 +32,6 @@ import copy
 import csv
 import dataclasses
 import importlib.util
-import inspect
 import json
 import math
 import os
