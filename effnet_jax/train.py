@@ -68,7 +68,7 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
   """Checks a config against the mesh; raises ValueError saying which field to change."""
   if config.init_from:
     pretrained.read_metadata(config.init_from)  # Fails now, naming the directory, if it is not one.
-    if config.get('scan_blocks', False):
+    if config.scan_blocks:
       raise ValueError('config.init_from loads weights in the plain block layout; set '
                        'config.scan_blocks=False to fine-tune from them.')
   if config.freeze_backbone_steps < 0:
@@ -179,7 +179,7 @@ def create_model(config, num_classes: int, dtype=jnp.float32, **overrides) -> nn
       config.model, num_classes, dtype, phi=config.phi, width=config.width, depth=config.depth,
       dropout_rate=config.dropout_rate, survival_prob=config.survival_prob,
       depthwise_implementation=config.depthwise_implementation, remat=config.remat,
-      scan_blocks=config.get('scan_blocks', False),
+      scan_blocks=config.scan_blocks,
       bn_momentum=config.bn_momentum,
       block_strings=config.block_strings.split(',') if config.block_strings else None, **overrides)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
-PAPER_TRIPLE = (1.2, 1.1, 1.15)
+from effnet_jax import scaling
+
+PAPER_TRIPLE = (scaling.DEFAULT_ALPHA, scaling.DEFAULT_BETA, scaling.DEFAULT_GAMMA)
 
 
 def _pyplot():

@@ -41,6 +41,8 @@ import sys
 import time
 from typing import Any, Iterable, Sequence
 
+from effnet_jax import scaling
+
 RESULT_FILE = 'result.json'
 CSV_COLUMNS = ('point', 'model', 'depth_multiplier', 'width_multiplier', 'resolution_multiplier',
                'phi', 'image_size', 'params', 'macs', 'images_per_sec', 'best_top1',
@@ -157,7 +159,6 @@ def scaled_image_size(base_size: int, resolution: float) -> int:
   Convolution outputs have ceil(size / stride) positions, so sizes that are not multiples of the
   network's total stride waste multiply-adds on padding; configs/scaling_small.py has stride 8.
   """
-  from effnet_jax import scaling
   return scaling.round_resolution(base_size * resolution)
 
 
@@ -187,7 +188,6 @@ def point_config(config_spec: str, point: Point, overrides: dict[str, Any]):
 
 def compound_point(phi: float, alpha: float, beta: float, gamma: float) -> Point:
   """The point of compound coefficient φ: depth α^φ, width β^φ, resolution γ^φ."""
-  from effnet_jax import scaling
   compound = scaling.compound_scaling(phi, alpha, beta, gamma)
   return Point(depth=round(compound.depth, 4), width=round(compound.width, 4),
                resolution=round(compound.resolution_multiplier, 4), phi=phi)
@@ -370,9 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--depth', help='comma-separated depth multipliers')
   parser.add_argument('--width', help='comma-separated width multipliers')
   parser.add_argument('--resolution', help='comma-separated input-size multipliers')
-  parser.add_argument('--alpha', type=float, default=1.2)
-  parser.add_argument('--beta', type=float, default=1.1)
-  parser.add_argument('--gamma', type=float, default=1.15)
+  parser.add_argument('--alpha', type=float, default=scaling.DEFAULT_ALPHA)
+  parser.add_argument('--beta', type=float, default=scaling.DEFAULT_BETA)
+  parser.add_argument('--gamma', type=float, default=scaling.DEFAULT_GAMMA)
   parser.add_argument('--csv', help='output CSV (default WORKDIR/sweep.csv)')
   parser.add_argument('--plot', help='output PNG of top-1 against multiply-adds (default '
                       'WORKDIR/sweep.png; "none" for no plot)')
