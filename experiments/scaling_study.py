@@ -12,10 +12,10 @@ Parts (`--parts`, default all three; each writes its CSV and PNG to `--out` when
             The multiplier that meets a budget is searched with the model's own multiply-add
             count (effnet_jax.models.cost, shape-only). -> scaling.csv, scaling.png (top-1 against
             multiply-adds, one line per method).
-  figure4   paper Figure 4: width scaling at fixed (depth, resolution) pairs: (1, 1), (d, 1) and
-            (1, r), where d and r are the depth and resolution multipliers that met the first
-            budget, at widths 1 and the width multiplier that met the first budget; the (1, 1)
-            series also has every width-only point. -> figure4.csv, figure4.png.
+  figure4   paper Figure 4: width scaling at fixed (depth, resolution) pairs: (1, 1), (d, 1),
+            (1, r) and (d, r), where d and r are the depth and resolution multipliers that met
+            the first budget, at widths 1 and the width multiplier that met the first budget; the
+            (1, 1) series also has every width-only point. -> figure4.csv, figure4.png.
   grid      paper §3.3 step 1: at φ = 1, (α, β, γ) for α in `--alphas`, β in `--betas` and γ
             ≥ 1 the multiple of 0.05 closest to α·β²·γ² = 2, kept when α·β²·γ² is within
             `--tolerance` of 2; (1.2, 1.1, 1.15) is always included. -> grid.csv, grid.png; the
@@ -128,7 +128,8 @@ def plan_figure4(scaling_plan: Sequence[dict]) -> list[dict]:
   depth, resolution, width = (chosen['depth'].depth, chosen['resolution'].resolution,
                               chosen['width'].width)
   plan = []
-  for pair_depth, pair_resolution in ((1.0, 1.0), (depth, 1.0), (1.0, resolution)):
+  for pair_depth, pair_resolution in ((1.0, 1.0), (depth, 1.0), (1.0, resolution),
+                                       (depth, resolution)):
     widths = [1.0, width]
     if (pair_depth, pair_resolution) == (1.0, 1.0):
       widths = [1.0] + [row['point'].width for row in scaling_plan

@@ -113,7 +113,8 @@ def test_figure4_plan_and_plots(tmp_path):
   figure4 = scaling_study.plan_figure4(plan)
   names = [entry['point'].name for entry in figure4]
   assert names[:3] == ['d1_w1_r1', 'd1_w1.5_r1', 'd1_w2_r1']
-  assert 'd3_w1.5_r1' in names and 'd1_w1.5_r1.5' in names and len(names) == 7
+  assert 'd3_w1.5_r1' in names and 'd1_w1.5_r1.5' in names
+  assert names[-2:] == ['d3_w1_r1.5', 'd3_w1.5_r1.5'] and len(names) == 9  # the (d, r) pair
 
   rng = np.random.default_rng(0)
   rows = [dict(method=m, macs=float(k + 1) * 1e6, best_top1=float(rng.uniform()), budget=1.0)
