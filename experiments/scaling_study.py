@@ -1,7 +1,7 @@
 """The scaling study: one dimension against compound scaling at matched multiply-adds, and the α/β/γ grid.
 
     python -m experiments.scaling_study --config configs/scaling_small.py --workdir /tmp/study \
-        --out experiments/results                                  # this machine, < 30 min
+        --out experiments/results --jobs 2                         # this machine: 15 min
     python -m experiments.scaling_study --config configs/b0.py --workdir gs://BUCKET/study \
         --out results --print-commands                             # ImageNet: one command per run
 
