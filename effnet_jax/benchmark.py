@@ -93,7 +93,8 @@ def _peak_bytes(compiled) -> int | None:
 def benchmark(model_name: str, batch_size: int, resolution: int | None = None, mode: str = "train",
               dtype: str = "float32", steps: int = 7, warmup: int = 2, phi: float | None = None,
               remat: bool = False, depthwise_implementation: str = "auto", num_classes: int = 1000,
-              scan_blocks: bool = False, compile_only: bool = False) -> dict:
+              scan_blocks: bool = False, compile_only: bool = False,
+              pointwise_implementation: str = "auto") -> dict:
     """Compiles and times one train or inference step; returns the reported numbers as a dict.
 
     ``remat`` and ``scan_blocks`` are the model switches of the same names (``EfficientNet``);
@@ -109,7 +110,8 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     spec = resolve_model_spec(model_name, phi=phi)
     resolution = int(resolution or spec.resolution)
     model = create_model(model_name, num_classes, DTYPES[dtype], phi=phi, remat=remat,
-                         depthwise_implementation=depthwise_implementation, scan_blocks=scan_blocks)
+                         depthwise_implementation=depthwise_implementation,
+                         pointwise_implementation=pointwise_implementation, scan_blocks=scan_blocks)
     mesh = sharding.create_mesh()
     sharding.check_batch_size(batch_size, mesh)
     config = ml_collections.ConfigDict(dict(optim.CONFIG_DEFAULTS, batch_size=batch_size, nan_policy="stop"))
@@ -145,7 +147,8 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     step_flops = 2 * model_cost(model, resolution).macs * batch_size * (3 if mode == "train" else 1)
     result = dict(
         model=spec.name, mode=mode, dtype=dtype, batch_size=batch_size, resolution=resolution, remat=remat,
-        scan_blocks=scan_blocks, depthwise_implementation=depthwise_implementation, devices=mesh.size,
+        scan_blocks=scan_blocks, depthwise_implementation=depthwise_implementation,
+        pointwise_implementation=pointwise_implementation, devices=mesh.size,
         device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
         compile_s=round(compile_s, 3), step_flops=step_flops, xla_step_flops=xla_step_flops,
     )
@@ -190,12 +193,15 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-only", action="store_true",
                         help="compile from abstract shapes; report compile time and XLA's memory analysis")
     parser.add_argument("--depthwise-implementation", default="auto", choices=("auto", "xla", "shifted"))
+    parser.add_argument("--pointwise-implementation", default="auto", choices=("auto", "xla", "matmul"),
+                        help="1x1 convolutions: 'matmul' (reshape + dot; auto on CPU) or 'xla' (conv)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
         result = benchmark(args.model, args.batch_size, args.resolution, args.mode, args.dtype, args.steps,
                            args.warmup, args.phi, args.remat, args.depthwise_implementation,
-                           scan_blocks=args.scan, compile_only=args.compile_only)
+                           scan_blocks=args.scan, compile_only=args.compile_only,
+                           pointwise_implementation=args.pointwise_implementation)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     if args.json:

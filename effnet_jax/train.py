@@ -141,6 +141,8 @@ FIELD_RULES = {
     'optimizer': (lambda v: v in optim.OPTIMIZERS, f'one of {optim.OPTIMIZERS}'),
     'depthwise_implementation': (lambda v: v in models.depthwise.IMPLEMENTATIONS,
                                  f'one of {models.depthwise.IMPLEMENTATIONS}'),
+    'pointwise_implementation': (lambda v: v in models.pointwise.IMPLEMENTATIONS,
+                                 f'one of {models.pointwise.IMPLEMENTATIONS}'),
 }
 
 
@@ -178,7 +180,8 @@ def create_model(config, num_classes: int, dtype=jnp.float32, **overrides) -> nn
   return models.create_model(
       config.model, num_classes, dtype, phi=config.phi, width=config.width, depth=config.depth,
       dropout_rate=config.dropout_rate, survival_prob=config.survival_prob,
-      depthwise_implementation=config.depthwise_implementation, remat=config.remat,
+      depthwise_implementation=config.depthwise_implementation,
+      pointwise_implementation=config.pointwise_implementation, remat=config.remat,
       scan_blocks=config.scan_blocks,
       bn_momentum=config.bn_momentum,
       block_strings=config.block_strings.split(',') if config.block_strings else None, **overrides)

@@ -9,8 +9,8 @@ after). Each framework runs in its own subprocess, one after the other, so none 
 for cores or keeps the others' threads alive:
 
 - effnet_jax: ``effnet_jax.benchmark.benchmark`` -- the trainer's own jitted step (forward, backward,
-  RMSProp, EMA; stochastic depth and dropout on) and the jitted eval step, with the defaults (the shifted
-  depthwise convolution on CPU).
+  RMSProp, EMA; stochastic depth and dropout on) and the jitted eval step, with the defaults (on CPU the
+  shifted depthwise convolution and 1×1 convolutions as matmuls).
 - Keras 3 on the JAX backend: ``keras.applications.EfficientNetB0(weights=None)`` compiled with
   ``jit_compile=True``, RMSprop and sparse cross-entropy; the train step is Keras' own
   ``model.train_on_batch`` (its jitted JAX train function), inference ``model.predict_on_batch``.

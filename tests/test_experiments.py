@@ -172,3 +172,38 @@ def test_unit_multipliers_leave_the_config_alone():
   assert (same.image_size, same.depth, same.width) == (260, None, None)
   wider = sweep.scale_config(config, width=2.0, resolution=1.15)
   assert (wider.width, wider.image_size) == (2.0, 296)  # 260 * 1.15 = 299 -> 296
+
+
+def test_table3_trains_its_rows_through_the_sweep(tmp_path, capsys):
+  from experiments import table3
+  workdir = tmp_path / 'table3'
+  overrides = [f'--config.data_dir={tmp_path / "tfds"}', '--config.dataset=digits',
+               '--config.image_size=16', '--config.num_train_steps=2', '--config.batch_size=16',
+               '--config.eval_batch_size=120', '--config.log_every_steps=1',
+               '--config.checkpoint_every_steps=2', '--config.shuffle_buffer_size=64']
+  argv = ['--train', '--workdir', str(workdir), *overrides]
+  table3.main(argv + ['--rows', 'mobilenet-v1/baseline,mobilenet-v1/r2'])
+  output = capsys.readouterr().out
+  assert 'paper top-1' in output and '[table3] 2 trained rows' in output
+
+  with open(workdir / 'table3.csv') as file:
+    rows = {row['id']: row for row in csv.DictReader(file)}
+  assert set(rows) == {'mobilenet-v1/baseline', 'mobilenet-v1/r2'}
+  baseline, resolution = rows['mobilenet-v1/baseline'], rows['mobilenet-v1/r2']
+  # The row's model, not the config's default (mobilenet-v2), at the config's 1/4 width.
+  assert baseline['small_model'] == 'mobilenet-v1-w0.25' and baseline['name'] == 'mobilenet-v1'
+  assert (baseline['small_image_size'], resolution['small_image_size']) == ('16', '32')
+  assert baseline['small_params'] == resolution['small_params']
+  assert int(resolution['small_macs']) > 2 * int(baseline['small_macs'])  # 4x the pixels
+  assert int(baseline['small_steps']) == 2 and 0 <= float(baseline['small_best_top1']) <= 1
+  assert (workdir / 'mobilenet-v1' / 'd1_w1_r2' / 'result.json').exists()
+
+  # Finished rows are skipped; the others are printed as sweep commands for a queue.
+  table3.main(argv + ['--rows', 'mobilenet-v1', '--print-commands'])
+  commands = [line for line in capsys.readouterr().out.splitlines()
+              if line.startswith('python -m experiments.sweep')]
+  assert len(commands) == 2  # w2 and compound
+  assert all('--config.model=mobilenet-v1' in c and '--config.image_size=16' in c for c in commands)
+  assert any('--width 2' in c and '--point=d1_w2_r1' in c for c in commands)
+  with pytest.raises(ValueError, match='Unknown --rows'):
+    table3.select_rows('mobilenet-v4')

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from effnet_jax.models import pointwise
 from effnet_jax.models.depthwise import depthwise_conv2d
 
 Array = jax.Array
@@ -185,9 +186,11 @@ def injected_layers(module: nn.Module, train: bool, *, with_depthwise: bool = Tr
     Every network injects these into its blocks, so that all of them share one padding rule, one
     initialiser, one compute dtype and one batch-norm grouping (``bn_axis_name``). ``module`` needs the
     fields ``dtype``, ``param_dtype``, ``bn_momentum``, ``bn_epsilon``, ``bn_axis_name``,
-    ``bn_axis_index_groups`` (and ``depthwise_implementation`` with ``with_depthwise``).
+    ``bn_axis_index_groups``, ``pointwise_implementation`` (and ``depthwise_implementation`` with
+    ``with_depthwise``).
     """
-    conv = functools.partial(Conv, dtype=module.dtype, param_dtype=module.param_dtype)
+    conv = functools.partial(Conv, dtype=module.dtype, param_dtype=module.param_dtype,
+                             conv_general_dilated=pointwise.conv_general_dilated(module.pointwise_implementation))
     depthwise = None
     if with_depthwise:
         depthwise = functools.partial(DepthwiseConv, implementation=module.depthwise_implementation,

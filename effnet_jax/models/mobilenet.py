@@ -106,6 +106,7 @@ class _MobileNetBase(nn.Module):
     bn_axis_name: str | None = None
     bn_axis_index_groups: Any = None
     depthwise_implementation: str = "auto"
+    pointwise_implementation: str = "auto"
     include_head: bool = True
 
     def stage_rows(self, resolution: int) -> list[dict]:

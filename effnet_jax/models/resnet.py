@@ -133,6 +133,7 @@ class ResNet(nn.Module):
     bn_axis_name: str | None = None
     bn_axis_index_groups: Any = None
     remat: bool = False
+    pointwise_implementation: str = "auto"  # see effnet_jax.models.pointwise
     include_head: bool = True
 
     @property

@@ -12,6 +12,7 @@ import pytest
 
 from effnet_jax.models import create_model, efficientnet
 from effnet_jax.models.cost import model_cost
+from effnet_jax.models.pointwise import resolve_implementation as resolve_pointwise
 
 # reference-spec §1.4: trainable parameters, BN moving statistics, blocks, multiply-adds (G, b0..b7).
 REFERENCE_COUNTS = {
@@ -235,6 +236,18 @@ def test_depthwise_implementations_agree(mini, eval_float32):
     other = "xla" if jax.default_backend() == "cpu" else "shifted"  # the path "auto" does not take
     logits = jax.jit(lambda v, x: model.clone(depthwise_implementation=other).apply(v, x))(variables, images)
     np.testing.assert_allclose(logits, eval_float32, rtol=1e-4, atol=1e-5)
+
+
+def test_pointwise_implementations_agree_forward_and_backward(mini, eval_float32):
+    model, variables, images = mini
+    assert resolve_pointwise("auto") == ("matmul" if jax.default_backend() == "cpu" else "xla")
+    as_conv, as_matmul = model.clone(pointwise_implementation="xla"), model.clone(pointwise_implementation="matmul")
+    logits = jax.jit(lambda v, x: as_conv.apply(v, x))(variables, images)
+    np.testing.assert_allclose(logits, eval_float32, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(lambda v, x: as_matmul.apply(v, x))(variables, images), eval_float32,
+                               rtol=1e-4, atol=1e-5)
+    grads = [jax.jit(jax.grad(_train_loss(m, variables, images)))(variables["params"]) for m in (as_conv, as_matmul)]
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *grads)
 
 
 def test_drop_path_only_in_train_and_unbiased():
