@@ -189,7 +189,10 @@ def main(argv=None) -> int:
     args, rest = parser.parse_known_args(argv)
     if (rest or args.workdir or args.print_commands) and not args.train:
         parser.error("--workdir, --print-commands and --config.FIELD=VALUE go with --train.")
-    rows = select_rows(args.rows)
+    try:
+        rows = select_rows(args.rows)
+    except ValueError as error:
+        parser.error(str(error))
     table = table3_rows(rows)
     print("\n".join(json.dumps(row) for row in table) if args.json else format_rows(table))
     if not args.train:
