@@ -204,12 +204,6 @@ def grid_summary(rows: Sequence[dict]) -> str:
   return '\n'.join(lines)
 
 
-def point_sweep_argv(sweep_arguments: Sequence[str], workdir: str, point: sweep.Point) -> list:
-  """experiments.sweep arguments that describe exactly `point` (by its multipliers)."""
-  return [*sweep_arguments, '--workdir', workdir, '--depth', f'{point.depth:g}',
-          '--width', f'{point.width:g}', '--resolution', f'{point.resolution:g}']
-
-
 def run_in_subprocesses(sweep_arguments: Sequence[str], workdir: str,
                         points: Sequence[sweep.Point], jobs: int) -> None:
   """Trains `points`, `jobs` at a time, each in its own `python -m experiments.sweep --point` process.
@@ -228,7 +222,7 @@ def run_in_subprocesses(sweep_arguments: Sequence[str], workdir: str,
       print(f'[study] {point.name}: finished meanwhile', flush=True)
       return
     command = [sys.executable, '-m', 'experiments.sweep',
-               *point_sweep_argv(sweep_arguments, workdir, point), f'--point={point.name}']
+               *sweep.point_argv(sweep_arguments, workdir, point), f'--point={point.name}']
     print(f'[study] start {point.name}', flush=True)
     with open(os.path.join(workdir, f'{point.name}.log'), 'a') as log:
       code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -306,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unfinished.append(point)
   if args.print_commands:
     for point in unfinished:
-      print(sweep.point_command(point_sweep_argv(sweep_arguments, args.workdir, point), point))
+      print(sweep.point_command(sweep.point_argv(sweep_arguments, args.workdir, point), point))
     return 0
   if args.jobs > 1 and not args.collect_only:
     run_in_subprocesses(sweep_arguments, args.workdir, unfinished, args.jobs)

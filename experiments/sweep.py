@@ -321,6 +321,13 @@ def _format(value):
   return '' if value is None else value
 
 
+def point_argv(sweep_arguments: Sequence[str], workdir: str, point: Point) -> list[str]:
+  """experiments.sweep arguments (`--config ...` and overrides) plus those that describe exactly
+  `point` by its multipliers, for `point_command` or a subprocess."""
+  return [*sweep_arguments, '--workdir', workdir, '--depth', f'{point.depth:g}',
+          '--width', f'{point.width:g}', '--resolution', f'{point.resolution:g}']
+
+
 def point_command(argv: Sequence[str], point: Point) -> str:
   """The command that trains only `point` with the same sweep arguments."""
   kept = [a for a in argv if not a.startswith(('--print-commands', '--point', '--collect-only'))]

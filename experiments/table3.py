@@ -69,6 +69,8 @@ ROWS = (
     ("resnet-50/compound-1.4-1.2-1.3", "  compound (d=1.4, w=1.2, r=1.3), not in paper", "resnet-50",
      COMPOUND, None, None),
 )
+LABELS = {row_id: label for row_id, label, *_ in ROWS}  # row id -> label as printed (indented)
+FAMILIES = sorted({row_id.split("/")[0] for row_id in LABELS})
 TOLERANCE = 0.10  # multiply-adds within 10% of the paper's FLOPs
 DEFAULT_TRAIN_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                     "configs", "table3_small.py")
@@ -86,11 +88,10 @@ def select_rows(selection: str | None) -> tuple:
     if not selection:
         return ROWS
     wanted = [item.strip() for item in selection.split(",") if item.strip()]
-    known = {row[0] for row in ROWS} | {row[0].split("/")[0] for row in ROWS}
-    unknown = [item for item in wanted if item not in known]
+    unknown = [item for item in wanted if item not in LABELS and item not in FAMILIES]
     if unknown:
-        raise ValueError(f"Unknown --rows {unknown}; use row ids ({', '.join(row[0] for row in ROWS)}) "
-                         f"or families ({', '.join(sorted({r[0].split('/')[0] for r in ROWS}))}).")
+        raise ValueError(f"Unknown --rows {unknown}; use row ids ({', '.join(LABELS)}) "
+                         f"or families ({', '.join(FAMILIES)}).")
     return tuple(row for row in ROWS if row[0] in wanted or row[0].split("/")[0] in wanted)
 
 
@@ -109,13 +110,12 @@ def format_rows(rows: list[dict]) -> str:
     header = (f'{"row":48}{"model":32}{"res":>5}{"params":>13}{"ours G":>9}{"paper G":>9}{"ours/paper":>12}'
               f'{"paper top-1":>13}')
     lines = [header, "-" * len(header)]
-    labels = {row_id: label for row_id, label, *_ in ROWS}
     for row in rows:
         paper = f'{row["paper_gmacs"]:.1f}' if row["paper_gmacs"] else "-"
         ratio = f'{row["ratio_to_paper"]:.3f}' if row["ratio_to_paper"] else "-"
         flag = "" if row["within_tolerance"] in (True, None) else "  <- outside 10%"
         top1 = f'{row["paper_top1"]:.1f}%' if row["paper_top1"] else "-"
-        lines.append(f'{labels[row["id"]]:48}{row["model"]:32}{row["resolution"]:>5}{row["params"]:>13,}'
+        lines.append(f'{LABELS[row["id"]]:48}{row["model"]:32}{row["resolution"]:>5}{row["params"]:>13,}'
                      f'{row["macs"] / 1e9:>9.3f}{paper:>9}{ratio:>12}{top1:>13}{flag}')
     return "\n".join(lines)
 
@@ -134,8 +134,7 @@ def row_point(scaling_args: dict):
                        resolution=scaling_args.get("resolution", 1.0))
 
 
-def train_rows(rows, config_spec: str, overrides: dict, workdir: str, print_commands: bool = False,
-               config_arguments=()) -> list[dict]:
+def train_rows(rows, config_spec: str, overrides: dict, workdir: str) -> list[dict]:
     """Trains every row (skipping finished ones); returns the table rows joined with their results.
 
     A row's model name goes in as a config override, its multipliers as the sweep point, so each
@@ -144,30 +143,32 @@ def train_rows(rows, config_spec: str, overrides: dict, workdir: str, print_comm
     from experiments import sweep
     trained = []
     for row in rows:
-        point = row_point(row["scaling_args"])
-        row_overrides = {**overrides, "model": row["name"]}
-        row_workdir = os.path.join(workdir, row["name"])
-        if print_commands:
-            if sweep.read_result(row_workdir, point) is None:
-                print(sweep.point_command(
-                    ["--config", config_spec, "--workdir", row_workdir, "--depth", f"{point.depth:g}",
-                     "--width", f"{point.width:g}", "--resolution", f"{point.resolution:g}",
-                     *config_arguments, f"--config.model={row['name']}"], point))
-            continue
-        result, = sweep.run_points(config_spec, [point], row_overrides, row_workdir)
+        result, = sweep.run_points(config_spec, [row_point(row["scaling_args"])],
+                                   {**overrides, "model": row["name"]}, os.path.join(workdir, row["name"]))
         trained.append({**{k: v for k, v in row.items() if k != "scaling_args"},
                         **{f"small_{key}": value for key, value in result.items()}})
     return trained
+
+
+def row_commands(rows, config_spec: str, config_arguments, workdir: str) -> list[str]:
+    """One `python -m experiments.sweep ... --point=NAME` command per unfinished row."""
+    from experiments import sweep
+    commands = []
+    for row in rows:
+        point, row_workdir = row_point(row["scaling_args"]), os.path.join(workdir, row["name"])
+        if sweep.read_result(row_workdir, point) is None:
+            arguments = ["--config", config_spec, *config_arguments, f"--config.model={row['name']}"]
+            commands.append(sweep.point_command(sweep.point_argv(arguments, row_workdir, point), point))
+    return commands
 
 
 def format_trained(rows: list[dict]) -> str:
     header = (f'{"row":48}{"trained model":38}{"px":>5}{"params":>11}{"M mult-adds":>13}{"img/s":>8}'
               f'{"top-1":>8}{"paper top-1":>13}')
     lines = [header, "-" * len(header)]
-    labels = {row_id: label for row_id, label, *_ in ROWS}
     for row in rows:
         paper = f'{row["paper_top1"]:.1f}%' if row["paper_top1"] else "-"
-        lines.append(f'{labels[row["id"]]:48}{row["small_model"]:38}{row["small_image_size"]:>5}'
+        lines.append(f'{LABELS[row["id"]]:48}{row["small_model"]:38}{row["small_image_size"]:>5}'
                      f'{row["small_params"]:>11,}{row["small_macs"] / 1e6:>13.2f}'
                      f'{row["small_images_per_sec"]:>8.1f}{100 * row["small_best_top1"]:>7.1f}%'
                      f'{paper:>13}')
@@ -202,12 +203,14 @@ def main(argv=None) -> int:
     from absl import logging
     from experiments import sweep
     logging.set_verbosity(logging.INFO)  # the trainer's progress lines
+    overrides = sweep.parse_overrides(rest)  # --config.FIELD=VALUE only, for both paths
     for row, (_, _, name, scaling_args, _, _) in zip(table, rows):
         row.update(name=name, scaling_args=scaling_args)
-    trained = train_rows(table, args.config, sweep.parse_overrides(rest), args.workdir,
-                         args.print_commands, rest)
     if args.print_commands:
+        for command in row_commands(table, args.config, rest, args.workdir):
+            print(command)
         return 0
+    trained = train_rows(table, args.config, overrides, args.workdir)
     csv_path = os.path.join(args.out or args.workdir, "table3.csv")
     sweep.write_csv(trained, csv_path, ("id", "label", "name", "paper_gmacs", "paper_top1", "macs",
                                         "small_model", "small_image_size", "small_params", "small_macs",

@@ -12,7 +12,8 @@ gradient against 72.8 ms and 271 ms, and B0's train step went from 9.0 to 13.1 i
 against 6,970 images/s with XLA's convolution), so `implementation='auto'` picks per backend:
 
   'xla'     `lax.conv_general_dilated` for every convolution (what `nn.Conv` does).
-  'matmul'  1×1 kernels with stride 1, no dilation and no feature groups, in channels-last layout,
+  'matmul'  1×1 kernels with stride 1, no dilation, no feature groups and no explicit padding (a
+            1×1 kernel pads nothing under 'SAME' or 'VALID'), in channels-last layout,
             as reshape + `lax.dot_general` + reshape; every other convolution (the stem's 3×3, a
             ResNet's 3×3 and 7×7) unchanged, through `lax.conv_general_dilated`.
   'auto'    'matmul' when `jax.default_backend() == 'cpu'`, else 'xla'.
@@ -61,6 +62,7 @@ def _conv(inputs, kernel, window_strides, padding, lhs_dilation=None, rhs_dilati
         and all(rate == 1 for rate in (lhs_dilation or ()))
         and all(rate == 1 for rate in (rhs_dilation or ()))
         and feature_group_count == 1 and batch_group_count == 1
+        and (isinstance(padding, str) or all(tuple(pad) == (0, 0) for pad in padding))
         and _is_channels_last(dimension_numbers, inputs.ndim)
     )
     if not pointwise:
@@ -69,9 +71,6 @@ def _conv(inputs, kernel, window_strides, padding, lhs_dilation=None, rhs_dilati
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count, batch_group_count=batch_group_count,
             precision=precision, preferred_element_type=preferred_element_type)
-    # A 1×1 kernel with stride 1 needs no padding under 'SAME' or 'VALID'; explicit pads would.
-    if not isinstance(padding, str) and any(tuple(pad) != (0, 0) for pad in padding):
-        raise ValueError(f"Padding {padding} of a 1x1 convolution is not supported; use 'SAME'.")
     in_channels, out_channels = kernel.shape[-2], kernel.shape[-1]
     outputs = lax.dot_general(inputs.reshape(-1, in_channels), kernel.reshape(in_channels, out_channels),
                               (((1,), (0,)), ((), ())), precision=precision,

@@ -44,8 +44,7 @@ FAMILIES: dict[str, Family] = {
     "resnet-200": Family(functools.partial(resnet.resnet, 200), resnet.ResNet, 224, 0.0),
 }
 # Trainer-wide options that some families do not have: dropped there when left at these defaults.
-OPTIONAL_OVERRIDES = {"remat": False, "scan_blocks": False, "depthwise_implementation": "auto",
-                      "pointwise_implementation": "auto"}
+OPTIONAL_OVERRIDES = {"remat": False, "scan_blocks": False, "depthwise_implementation": "auto"}
 
 # A φ-model scales its family's baseline; these names accept ``phi=``.
 PHI_BASELINES = {
@@ -191,9 +190,9 @@ def create_model(
         e.g. the first two for a fast toy network, or a searched architecture.
       **overrides: other attributes of the family's module (``EfficientNet``: ``depthwise_implementation``,
         ``pointwise_implementation``, ``remat``, ``scan_blocks``, ``include_head``, ``bn_axis_name``, ...;
-        ``ResNet``: also ``conv_bias``, ``stride_on``). ``remat=False``, ``scan_blocks=False``,
-        ``depthwise_implementation='auto'`` and ``pointwise_implementation='auto'`` are accepted by every
-        family.
+        ``ResNet``: also ``conv_bias``, ``stride_on``; every family has ``pointwise_implementation``).
+        ``remat=False``, ``scan_blocks=False`` and ``depthwise_implementation='auto'`` are accepted by
+        every family.
 
     Raises:
       ValueError: for an unknown name (listing the known ones) or invalid scaling arguments.
