@@ -23,6 +23,15 @@ way to see B7's compile time and peak memory with and without ``--remat`` / ``--
 machine that could not run the step. ``peak_bytes`` is then arguments + outputs + temporaries
 minus donated (aliased) buffers, XLA's static estimate of the step's peak.
 
+Host memory: XLA:CPU allocates a step's temporaries and outputs afresh every step, and with glibc's
+malloc each allocation over 32 MiB is a new mapping whose pages the kernel faults in and zeroes on first
+touch: about 1 million page faults (4 GB) per B0 train step at batch 32, a large part of the step on 2
+cores. The benchmark reports them per timed step (``host_page_faults_per_step``) with the malloc in use
+(``host_allocator``), and the slowest and fastest step beside the median (``step_s_min``,
+``step_s_max``: an allocator that alternates between slow and fast steps shows up there). A malloc that
+keeps freed pages (jemalloc, ``LD_PRELOAD=libjemalloc.so.2
+MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``) removes most of them; the README has the numbers.
+
 ``--scan`` (``EfficientNet.scan_blocks``) compiles one body per stage instead of every block; XLA's
 cost analysis then counts each scanned body once, so ``xla_step_flops`` is an underestimate with it
 (FLOP/s and MFU come from the model's multiply-adds and stay right).
@@ -47,13 +56,36 @@ from effnet_jax.models.cost import model_cost
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _median_seconds(run, steps: int) -> float:
+def _step_seconds(run, steps: int) -> list[float]:
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         jax.block_until_ready(run())
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def _median_seconds(run, steps: int) -> float:
+    return statistics.median(_step_seconds(run, steps))
+
+
+def minor_page_faults() -> int | None:
+    """This process's minor page faults so far (first touches of fresh host memory); None off Unix."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def host_allocator(maps_path: str = "/proc/self/maps") -> str:
+    """'jemalloc', 'tcmalloc' or 'mimalloc' when that malloc is loaded here (LD_PRELOAD), else 'system'."""
+    try:
+        with open(maps_path) as maps:
+            loaded = maps.read()
+    except OSError:
+        return "system"
+    return next((name for name in ("jemalloc", "tcmalloc", "mimalloc") if f"lib{name}" in loaded), "system")
 
 
 def matmul_peak_flops(dtype, size: int | None = None, steps: int = 5) -> float:
@@ -167,13 +199,18 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
 
     for _ in range(warmup):
         jax.block_until_ready(run())
-    step_s = _median_seconds(run, steps)
+    faults_before = minor_page_faults()
+    times = _step_seconds(run, steps)
+    faults_after = minor_page_faults()
+    step_s = statistics.median(times)
     peak = matmul_peak_flops(DTYPES[dtype])
     flops_per_sec = step_flops / step_s
     return dict(
-        result, compile_only=False, step_s=round(step_s, 5), images_per_sec=round(batch_size / step_s, 2),
+        result, compile_only=False, step_s=round(step_s, 5), step_s_min=round(min(times), 5),
+        step_s_max=round(max(times), 5), images_per_sec=round(batch_size / step_s, 2),
         peak_bytes=_peak_bytes(compiled), flops_per_sec=flops_per_sec, matmul_peak_flops_per_sec=peak,
-        mfu=flops_per_sec / peak,
+        mfu=flops_per_sec / peak, host_allocator=host_allocator(),
+        host_page_faults_per_step=None if faults_before is None else (faults_after - faults_before) // steps,
     )
 
 
@@ -218,9 +255,13 @@ def main(argv=None) -> int:
         if result.get("temp_bytes") is not None:
             print(f"  temporaries    {result['temp_bytes'] / 2**20:,.0f} MiB")
         return 0
-    print(f"  step           {result['step_s'] * 1000:.1f} ms (median of {args.steps})")
+    print(f"  step           {result['step_s'] * 1000:.1f} ms (median of {args.steps}; "
+          f"{result['step_s_min'] * 1000:.0f}-{result['step_s_max'] * 1000:.0f} ms)")
     print(f"  images/sec     {result['images_per_sec']:.1f}")
     print(f"  peak memory    {mib}")
+    if result["host_page_faults_per_step"] is not None:
+        print(f"  host memory    {result['host_page_faults_per_step']:,} page faults per step "
+              f"({result['host_allocator']} malloc)")
     print(f"  achieved       {result['flops_per_sec'] / 1e9:.1f} GFLOP/s "
           f"({result['mfu'] * 100:.1f}% of a {result['matmul_peak_flops_per_sec'] / 1e9:.0f} GFLOP/s matmul)")
     return 0

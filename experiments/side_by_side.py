@@ -24,6 +24,13 @@ for cores or keeps the others' threads alive:
 
 Every number is the median of ``--steps`` timed steps after ``--warmup`` untimed ones (the first of
 which compiles, for the JAX frameworks). Not part of CI.
+
+``--preload LIB`` runs every framework with another malloc (``LD_PRELOAD``), e.g. jemalloc from
+``apt install libjemalloc2``, configured to keep freed pages (``MALLOC_CONF=dirty_decay_ms:-1,
+muzzy_decay_ms:-1`` unless MALLOC_CONF is set). On CPU the allocator matters as much as the kernels:
+each framework allocates fresh buffers every step and glibc hands large ones back to the kernel, so
+every step page-faults them in again (``python -m effnet_jax.benchmark`` reports the faults per step).
+Each worker reports the malloc it ran with (``host_allocator``).
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import sys
 import time
 
 DEFAULT_TIMM_PATH = '/tmp/timmpkgs'
+JEMALLOC_KEEP_PAGES = 'dirty_decay_ms:-1,muzzy_decay_ms:-1'  # never return freed pages to the kernel
 FRAMEWORKS = ('effnet_jax', 'keras', 'timm')
 
 
@@ -81,6 +89,7 @@ def run_effnet_jax(args) -> dict:
     result[mode] = dict(step_s=numbers['step_s'], images_per_sec=numbers['images_per_sec'],
                         compile_s=numbers['compile_s'])
   result['setup'] = 'trainer step (RMSProp, EMA) / eval step, jax.jit'
+  result['host_allocator'] = benchmark.host_allocator()
   return result
 
 
@@ -106,6 +115,8 @@ def run_keras(args) -> dict:
     step_s = _median_seconds(run, args.steps)
     result[mode] = dict(step_s=step_s, images_per_sec=args.batch_size / step_s, compile_s=first - step_s)
   result['setup'] = 'model.train_on_batch / predict_on_batch, jit_compile=True, RMSprop'
+  from effnet_jax.benchmark import host_allocator
+  result['host_allocator'] = host_allocator()
   return result
 
 
@@ -163,6 +174,8 @@ def run_timm(args) -> dict:
     best = max(('channels_last', 'contiguous'), key=lambda layout: result[layout][mode]['images_per_sec'])
     result[mode] = dict(result[best][mode], layout=best)
   result['setup'] = 'eager PyTorch, RMSprop; best of channels_last / contiguous per mode'
+  from effnet_jax.benchmark import host_allocator  # after the timing: it imports JAX
+  result['host_allocator'] = host_allocator()
   return result
 
 
@@ -192,6 +205,10 @@ def _run_worker(name: str, args) -> dict:
              '--batch-size', str(args.batch_size), '--resolution', str(args.resolution),
              '--steps', str(args.steps), '--warmup', str(args.warmup)]
   env = dict(os.environ)
+  if args.preload:
+    env['LD_PRELOAD'] = os.pathsep.join(filter(None, [args.preload, env.get('LD_PRELOAD')]))
+    if 'jemalloc' in os.path.basename(args.preload):
+      env.setdefault('MALLOC_CONF', JEMALLOC_KEEP_PAGES)
   if name == 'timm':
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [args.timm_path, os.getcwd(), env.get('PYTHONPATH')]))
   start = time.perf_counter()
@@ -247,7 +264,11 @@ def markdown(report: dict) -> str:
   for result in results.values():
     versions.update(result.get('versions', {}))
   info = report['machine']
-  lines += ['', f"Machine: {info['cpu']}, {info['usable_cpus']} usable of {info['cpu_count']} CPUs, "
+  allocators = sorted({result['host_allocator'] for result in results.values() if 'host_allocator' in result})
+  malloc = (f"LD_PRELOAD={report['preload']}" + (f", MALLOC_CONF={report['malloc_conf']}" if report.get('malloc_conf')
+                                                  else '') if report.get('preload') else 'the system malloc')
+  lines += ['', f"Host malloc: {malloc} (loaded: {', '.join(allocators) or 'unknown'})"]
+  lines += [f"Machine: {info['cpu']}, {info['usable_cpus']} usable of {info['cpu_count']} CPUs, "
                 f"{info['platform']}, Python {info['python']}",
             'Versions: ' + ', '.join(f'{k} {v}' for k, v in sorted(versions.items())),
             f"Load average (1/5/15 min) before: {report['load_before']}, after: {report['load_after']}"]
@@ -264,6 +285,9 @@ def main(argv=None) -> int:
                       ', '.join(FRAMEWORKS))
   parser.add_argument('--timm-path', default=DEFAULT_TIMM_PATH,
                       help='a directory with torch, torchvision and timm, put on PYTHONPATH for timm only')
+  parser.add_argument('--preload', metavar='LIB',
+                      help='a malloc to LD_PRELOAD into every framework, e.g. /usr/lib/x86_64-linux-gnu/'
+                           'libjemalloc.so.2 (jemalloc then keeps freed pages: MALLOC_CONF=' + JEMALLOC_KEEP_PAGES + ')')
   parser.add_argument('--json', action='store_true')
   parser.add_argument('--worker', choices=tuple(WORKERS), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -274,13 +298,18 @@ def main(argv=None) -> int:
   if args.worker:
     print(json.dumps(WORKERS[args.worker](args)))
     return 0
+  if args.preload and not os.path.isfile(args.preload):
+    parser.error(f'--preload {args.preload}: no such file (jemalloc: apt install libjemalloc2, then '
+                 '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2).')
 
   frameworks = [name.strip() for name in args.frameworks.split(',') if name.strip()]
   unknown = set(frameworks) - set(FRAMEWORKS)
   if unknown:
     parser.error(f'unknown --frameworks {sorted(unknown)}; choose from {FRAMEWORKS}.')
+  malloc_conf = os.environ.get('MALLOC_CONF', JEMALLOC_KEEP_PAGES if args.preload and
+                               'jemalloc' in os.path.basename(args.preload) else None)
   report = dict(batch_size=args.batch_size, resolution=args.resolution, steps=args.steps, warmup=args.warmup,
-                machine=machine(), load_before=[round(x, 2) for x in os.getloadavg()], results={})
+                preload=args.preload, malloc_conf=malloc_conf if args.preload else None, machine=machine(), load_before=[round(x, 2) for x in os.getloadavg()], results={})
   for name in frameworks:
     print(f'measuring {name} ...', file=sys.stderr, flush=True)
     report['results'][name] = _run_worker(name, args)

@@ -1,6 +1,7 @@
 """The benchmark's memory report and the side-by-side script's table (no model is compiled here)."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from effnet_jax import benchmark
 from experiments import side_by_side
@@ -27,11 +28,35 @@ def test_side_by_side_table_and_ratios():
                   results=dict(effnet_jax=result(8.0, 40.0, compile_s=1.0), keras=result(1.0, 5.0, compile_s=1.0),
                                timm=timm))
     table = side_by_side.markdown(report)
+    assert "Host malloc: the system malloc" in table
     assert "| effnet_jax | 8.00 |" in table
     assert "effnet_jax / timm: train 2.00x, inference 2.00x" in table
     assert "effnet_jax / Keras on JAX: train 8.00x, inference 8.00x" in table
     report["results"]["timm"] = dict(skipped="timm failed or is not importable: ModuleNotFoundError")
     assert "skipped" in side_by_side.markdown(report)
+    report.update(preload="/usr/lib/libjemalloc.so.2", malloc_conf=side_by_side.JEMALLOC_KEEP_PAGES)
+    report["results"]["effnet_jax"]["host_allocator"] = "jemalloc"
+    assert ("Host malloc: LD_PRELOAD=/usr/lib/libjemalloc.so.2, MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 "
+            "(loaded: jemalloc)") in side_by_side.markdown(report)
+
+
+def test_host_allocator_is_read_from_the_loaded_libraries(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    assert benchmark.host_allocator(str(maps)) == "system"
+    maps.write_text(maps.read_text() + "7f02-7f03 r-xp 0 08:01 2 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n")
+    assert benchmark.host_allocator(str(maps)) == "jemalloc"
+    assert benchmark.host_allocator(str(tmp_path / "missing")) == "system"
+
+
+def test_page_faults_count_first_touches_of_fresh_memory():
+    before = benchmark.minor_page_faults()
+    if before is None:  # not Unix
+        return
+    fresh = np.ones(64 * 2**20, np.uint8)  # 64 MiB: a fresh mapping, touched once
+    touched = benchmark.minor_page_faults() - before
+    assert fresh.sum() == fresh.size
+    assert touched >= 64 * 2**20 // (2 * 2**20)  # at least one fault per 2 MiB page, even with huge pages
 
 
 def test_train_step_compiles_with_the_trainers_config_fields():
