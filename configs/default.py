@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
                                       # stages in the reference's block-string format (§1.1);
                                       # None: the family's (B0's seven)
   config.depthwise_implementation = 'auto'  # see effnet_jax.models.depthwise
-  config.pointwise_implementation = 'auto'  # 1x1 convolutions; see effnet_jax.models.pointwise
+  config.pointwise_implementation = 'auto'  # 1x1 convolutions and the RGB stem; see effnet_jax.models.pointwise
   config.bn_momentum = 0.99           # batch-norm moving-average momentum (TF convention, §1.8)
   config.remat = False                # recompute block activations in backprop (less memory)
   config.scan_blocks = False          # nn.scan over each stage's repeated blocks: one compiled block

@@ -231,7 +231,8 @@ def main(argv=None) -> int:
                         help="compile from abstract shapes; report compile time and XLA's memory analysis")
     parser.add_argument("--depthwise-implementation", default="auto", choices=("auto", "xla", "shifted"))
     parser.add_argument("--pointwise-implementation", default="auto", choices=("auto", "xla", "matmul"),
-                        help="1x1 convolutions: 'matmul' (reshape + dot; auto on CPU) or 'xla' (conv)")
+                        help="1x1 convolutions and the RGB stem: 'matmul' (reshape or patches + dot; "
+                             "auto on CPU) or 'xla' (conv)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:

@@ -284,7 +284,7 @@ class EfficientNet(nn.Module):
         ``jax.shard_map`` to average batch statistics over groups of devices (§2.9). Left None, batch
         statistics are over the batch the module sees (global under plain ``jax.jit``).
       depthwise_implementation: see ``effnet_jax.models.depthwise``.
-      pointwise_implementation: how 1×1 convolutions run; see ``effnet_jax.models.pointwise``.
+      pointwise_implementation: how 1×1 convolutions and the RGB stem run; see ``effnet_jax.models.pointwise``.
       remat: recompute each block's activations in the backward pass (less memory for B5–B7). Combine
         it with ``scan_blocks``: inside the scan's loop XLA cannot schedule the recomputations early
         (B7, batch 8 at 600px: 9.4 GiB with both against 38 GiB with remat alone, XLA:CPU's estimate).

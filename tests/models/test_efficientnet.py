@@ -247,7 +247,8 @@ def test_pointwise_implementations_agree_forward_and_backward(mini, eval_float32
     np.testing.assert_allclose(jax.jit(lambda v, x: as_matmul.apply(v, x))(variables, images), eval_float32,
                                rtol=1e-4, atol=1e-5)
     grads = [jax.jit(jax.grad(_train_loss(m, variables, images)))(variables["params"]) for m in (as_conv, as_matmul)]
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *grads)
+    # atol: the stem's patches + matmul sums its 27 products in another order than XLA's convolution.
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *grads)
 
 
 def test_drop_path_only_in_train_and_unbiased():
