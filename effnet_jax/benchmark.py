@@ -65,10 +65,6 @@ def _step_seconds(run, steps: int) -> list[float]:
     return times
 
 
-def _median_seconds(run, steps: int) -> float:
-    return statistics.median(_step_seconds(run, steps))
-
-
 def minor_page_faults() -> int | None:
     """This process's minor page faults so far (first touches of fresh host memory); None off Unix."""
     try:
@@ -94,7 +90,7 @@ def matmul_peak_flops(dtype, size: int | None = None, steps: int = 5) -> float:
     a = jnp.ones((size, size), dtype)
     matmul = jax.jit(lambda x, y: x @ y)
     jax.block_until_ready(matmul(a, a))
-    return 2 * size**3 / _median_seconds(lambda: matmul(a, a), steps)
+    return 2 * size**3 / statistics.median(_step_seconds(lambda: matmul(a, a), steps))
 
 
 def memory_analysis(compiled) -> dict[str, int]:

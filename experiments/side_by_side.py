@@ -200,15 +200,22 @@ def machine() -> dict:
               platform=platform.platform(), python=platform.python_version())
 
 
+def preload_environment(preload: str | None, environ=os.environ) -> dict:
+  """The variables that make a worker run with the malloc `preload` (none without one): LD_PRELOAD,
+  and for jemalloc MALLOC_CONF=JEMALLOC_KEEP_PAGES unless MALLOC_CONF is already set."""
+  if not preload:
+    return {}
+  variables = {'LD_PRELOAD': os.pathsep.join(filter(None, [preload, environ.get('LD_PRELOAD')]))}
+  if 'MALLOC_CONF' in environ or 'jemalloc' in os.path.basename(preload):
+    variables['MALLOC_CONF'] = environ.get('MALLOC_CONF', JEMALLOC_KEEP_PAGES)
+  return variables
+
+
 def _run_worker(name: str, args) -> dict:
   command = [sys.executable, '-m', 'experiments.side_by_side', '--worker', name,
              '--batch-size', str(args.batch_size), '--resolution', str(args.resolution),
              '--steps', str(args.steps), '--warmup', str(args.warmup)]
-  env = dict(os.environ)
-  if args.preload:
-    env['LD_PRELOAD'] = os.pathsep.join(filter(None, [args.preload, env.get('LD_PRELOAD')]))
-    if 'jemalloc' in os.path.basename(args.preload):
-      env.setdefault('MALLOC_CONF', JEMALLOC_KEEP_PAGES)
+  env = {**os.environ, **preload_environment(args.preload)}
   if name == 'timm':
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [args.timm_path, os.getcwd(), env.get('PYTHONPATH')]))
   start = time.perf_counter()
@@ -265,8 +272,10 @@ def markdown(report: dict) -> str:
     versions.update(result.get('versions', {}))
   info = report['machine']
   allocators = sorted({result['host_allocator'] for result in results.values() if 'host_allocator' in result})
-  malloc = (f"LD_PRELOAD={report['preload']}" + (f", MALLOC_CONF={report['malloc_conf']}" if report.get('malloc_conf')
-                                                  else '') if report.get('preload') else 'the system malloc')
+  malloc = 'the system malloc'
+  if report.get('preload'):
+    variables = (('LD_PRELOAD', 'preload'), ('MALLOC_CONF', 'malloc_conf'))
+    malloc = ', '.join(f'{name}={report[key]}' for name, key in variables if report.get(key))
   lines += ['', f"Host malloc: {malloc} (loaded: {', '.join(allocators) or 'unknown'})"]
   lines += [f"Machine: {info['cpu']}, {info['usable_cpus']} usable of {info['cpu_count']} CPUs, "
                 f"{info['platform']}, Python {info['python']}",
@@ -287,7 +296,8 @@ def main(argv=None) -> int:
                       help='a directory with torch, torchvision and timm, put on PYTHONPATH for timm only')
   parser.add_argument('--preload', metavar='LIB',
                       help='a malloc to LD_PRELOAD into every framework, e.g. /usr/lib/x86_64-linux-gnu/'
-                           'libjemalloc.so.2 (jemalloc then keeps freed pages: MALLOC_CONF=' + JEMALLOC_KEEP_PAGES + ')')
+                           'libjemalloc.so.2 (jemalloc then keeps freed pages: '
+                           f'MALLOC_CONF={JEMALLOC_KEEP_PAGES})')
   parser.add_argument('--json', action='store_true')
   parser.add_argument('--worker', choices=tuple(WORKERS), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -306,10 +316,9 @@ def main(argv=None) -> int:
   unknown = set(frameworks) - set(FRAMEWORKS)
   if unknown:
     parser.error(f'unknown --frameworks {sorted(unknown)}; choose from {FRAMEWORKS}.')
-  malloc_conf = os.environ.get('MALLOC_CONF', JEMALLOC_KEEP_PAGES if args.preload and
-                               'jemalloc' in os.path.basename(args.preload) else None)
   report = dict(batch_size=args.batch_size, resolution=args.resolution, steps=args.steps, warmup=args.warmup,
-                preload=args.preload, malloc_conf=malloc_conf if args.preload else None, machine=machine(), load_before=[round(x, 2) for x in os.getloadavg()], results={})
+                preload=args.preload, malloc_conf=preload_environment(args.preload).get('MALLOC_CONF'),
+                machine=machine(), load_before=[round(x, 2) for x in os.getloadavg()], results={})
   for name in frameworks:
     print(f'measuring {name} ...', file=sys.stderr, flush=True)
     report['results'][name] = _run_worker(name, args)

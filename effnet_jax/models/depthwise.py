@@ -91,8 +91,8 @@ def _pad_same(inputs, kernel_shape, strides):
   return jnp.pad(inputs, pads)
 
 
-def _tap(x, i, j, out_hw, strides):
-  """The (i, j) window tap: x[:, i::sh, j::sw, :] cut to the output size."""
+def window_tap(x, i, j, out_hw, strides):
+  """The (i, j) window tap of an NHWC array: x[:, i::sh, j::sw, :] cut to the output size (oh, ow)."""
   (oh, ow), (sh, sw) = out_hw, strides
   return lax.slice(x, (0, i, j, 0), (x.shape[0], i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, x.shape[3]),
                    (1, sh, sw, 1))
@@ -111,7 +111,7 @@ def _shifted_forward(inputs, kernel, strides):
   acc = _accumulation_dtype(inputs.dtype)
   padded = _pad_same(inputs, (kh, kw), strides).astype(acc)
   w = kernel[:, :, 0, :].astype(acc)
-  out = sum(_tap(padded, i, j, out_hw, strides) * w[i, j] for i in range(kh) for j in range(kw))
+  out = sum(window_tap(padded, i, j, out_hw, strides) * w[i, j] for i in range(kh) for j in range(kw))
   return out.astype(inputs.dtype)
 
 
@@ -137,7 +137,7 @@ def _shifted_bwd(strides, residuals, grad_out):
   # Input gradient, a transposed convolution: d padded[y] = sum_i g_dilated[y - i] * w[i] per axis.
   if strides == (1, 1):  # pad the cotangent once; tap i is then the slice starting at kh-1-i
     g_padded = jnp.pad(g, [(0, 0), (kh - 1 - top, top), (kw - 1 - left, left), (0, 0)])
-    grad_in = sum(_tap(g_padded, kh - 1 - i, kw - 1 - j, (h, w), (1, 1)) * wts[i, j]
+    grad_in = sum(window_tap(g_padded, kh - 1 - i, kw - 1 - j, (h, w), (1, 1)) * wts[i, j]
                   for i in range(kh) for j in range(kw))
   else:  # dilate-and-shift each weighted cotangent (measured faster than dilating once, then slicing)
     grad_padded = sum(_dilate_and_shift(g * wts[i, j], (i, j), strides, (hp, wp))

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from effnet_jax.models.depthwise import window_tap
+
 IMPLEMENTATIONS = ("auto", "xla", "matmul")
 MAX_PATCH_SIZE = 32  # kh·kw·in_channels up to which 'matmul' runs a convolution as patches + matmul
 
@@ -63,52 +65,43 @@ def _conv(inputs, kernel, window_strides, padding, lhs_dilation=None, rhs_dilati
           dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
           preferred_element_type=None, *, implementation: str):
     """`lax.conv_general_dilated`'s signature; 1×1 and small-patch channels-last convolutions as a matmul."""
-    plain = (
-        resolve_implementation(implementation) == "matmul"
-        and all(rate == 1 for rate in (lhs_dilation or ()))
-        and all(rate == 1 for rate in (rhs_dilation or ()))
-        and feature_group_count == 1 and batch_group_count == 1
-        and _is_channels_last(dimension_numbers, inputs.ndim)
-    )
-    pointwise = (
-        plain
-        and all(size == 1 for size in kernel.shape[:-2])
-        and all(stride == 1 for stride in window_strides)
-        and (isinstance(padding, str) or all(tuple(pad) == (0, 0) for pad in padding))
-    )
-    small_patch = (plain and inputs.ndim == 4 and math.prod(kernel.shape[:-1]) <= MAX_PATCH_SIZE
-                   and (isinstance(padding, str) or all(pad >= 0 for pair in padding for pad in pair)))
-    if not pointwise and small_patch:
-        return _patches_conv(inputs, kernel, window_strides, padding, precision, preferred_element_type)
-    if not pointwise:
-        return lax.conv_general_dilated(
-            inputs, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-            precision=precision, preferred_element_type=preferred_element_type)
-    in_channels, out_channels = kernel.shape[-2], kernel.shape[-1]
-    outputs = lax.dot_general(inputs.reshape(-1, in_channels), kernel.reshape(in_channels, out_channels),
+    if (resolve_implementation(implementation) == "matmul"
+            and all(rate == 1 for rate in (lhs_dilation or ()))
+            and all(rate == 1 for rate in (rhs_dilation or ()))
+            and feature_group_count == 1 and batch_group_count == 1
+            and _is_channels_last(dimension_numbers, inputs.ndim)):
+        pads = () if isinstance(padding, str) else [pad for pair in padding for pad in pair]
+        if (all(size == 1 for size in kernel.shape[:-2]) and all(stride == 1 for stride in window_strides)
+                and not any(pads)):
+            return _matmul_over_channels(inputs, kernel, precision, preferred_element_type)
+        if inputs.ndim == 4 and math.prod(kernel.shape[:-1]) <= MAX_PATCH_SIZE and min(pads, default=0) >= 0:
+            patches = _patches(inputs, kernel.shape[:2], window_strides, padding)
+            return _matmul_over_channels(patches, kernel, precision, preferred_element_type)
+    return lax.conv_general_dilated(
+        inputs, kernel, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+        precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _matmul_over_channels(inputs, kernel, precision, preferred_element_type):
+    """inputs (..., K) times kernel (..., out) flattened to (K, out): a 1×1 convolution's matmul."""
+    out_channels = kernel.shape[-1]
+    outputs = lax.dot_general(inputs.reshape(-1, inputs.shape[-1]), kernel.reshape(-1, out_channels),
                               (((1,), (0,)), ((), ())), precision=precision,
                               preferred_element_type=preferred_element_type)
     return outputs.reshape(*inputs.shape[:-1], out_channels)
 
 
-def _patches_conv(inputs, kernel, window_strides, padding, precision, preferred_element_type):
-    """A 2-D NHWC/HWIO convolution as patches (k² strided slices, concatenated) times the kernel."""
-    (batch, height, width, in_channels), (kh, kw, _, out_channels) = inputs.shape, kernel.shape
-    (sh, sw) = window_strides
+def _patches(inputs, window, window_strides, padding):
+    """(N, oh, ow, kh·kw·C) patches of an NHWC array, in the (i, j, c) order of an HWIO kernel."""
+    (_, height, width, _), (kh, kw) = inputs.shape, window
     if isinstance(padding, str):
-        padding = lax.padtype_to_pads((height, width), (kh, kw), (sh, sw), padding)
+        padding = lax.padtype_to_pads((height, width), window, window_strides, padding)
     padded = jnp.pad(inputs, [(0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)])
-    out_h, out_w = (padded.shape[1] - kh) // sh + 1, (padded.shape[2] - kw) // sw + 1
-    taps = [lax.slice(padded, (0, i, j, 0), (batch, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1,
-                                             in_channels), (1, sh, sw, 1))
-            for i in range(kh) for j in range(kw)]
-    patches = jnp.concatenate(taps, axis=-1).reshape(-1, kh * kw * in_channels)  # (i, j, c) order, as HWIO
-    outputs = lax.dot_general(patches, kernel.reshape(kh * kw * in_channels, out_channels),
-                              (((1,), (0,)), ((), ())), precision=precision,
-                              preferred_element_type=preferred_element_type)
-    return outputs.reshape(batch, out_h, out_w, out_channels)
+    out_hw = tuple((size - k) // stride + 1 for size, k, stride in zip(padded.shape[1:3], window, window_strides))
+    return jnp.concatenate([window_tap(padded, i, j, out_hw, tuple(window_strides))
+                            for i in range(kh) for j in range(kw)], axis=-1)
 
 
 def conv_general_dilated(implementation: str = "auto"):
