@@ -3,6 +3,7 @@
     python -m effnet_jax.benchmark --model efficientnet-b0 --batch-size 32 --resolution 224 --mode train
     python -m effnet_jax.benchmark --model efficientnet-b7 --batch-size 8 --resolution 600 --mode train --remat --json
     python -m effnet_jax.benchmark --model efficientnet-b7 --batch-size 8 --mode train --scan --remat --compile-only
+    python -m effnet_jax.benchmark --model efficientnet-b0 --batch-size 32 --mode train --steps-per-loop 8
 
 Reports compile time, the median steady-state step time (after warm-up), images/sec, peak memory,
 achieved FLOP/s and its fraction of a matmul peak that is measured in the same run on the same devices
@@ -28,9 +29,11 @@ malloc each allocation over 32 MiB is a new mapping whose pages the kernel fault
 touch: about 1 million page faults (4 GB) per B0 train step at batch 32, a large part of the step on 2
 cores. The benchmark reports them per timed step (``host_page_faults_per_step``) with the malloc in use
 (``host_allocator``), and the slowest and fastest step beside the median (``step_s_min``,
-``step_s_max``: an allocator that alternates between slow and fast steps shows up there). A malloc that
-keeps freed pages (jemalloc, ``LD_PRELOAD=libjemalloc.so.2
-MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``) removes most of them; the README has the numbers.
+``step_s_max``: an allocator that alternates between slow and fast steps shows up there). Running
+several train steps per compiled call (``--steps-per-loop``, the trainer's ``config.steps_per_loop``)
+faults a call's temporaries in once for all its steps; a malloc that keeps freed pages (jemalloc,
+``LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1``) removes most of them
+too. The README has the numbers.
 
 ``--scan`` (``EfficientNet.scan_blocks``) compiles one body per stage instead of every block; XLA's
 cost analysis then counts each scanned body once, so ``xla_step_flops`` is an underestimate with it
@@ -122,12 +125,14 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
               dtype: str = "float32", steps: int = 7, warmup: int = 2, phi: float | None = None,
               remat: bool = False, depthwise_implementation: str = "auto", num_classes: int = 1000,
               scan_blocks: bool = False, compile_only: bool = False,
-              pointwise_implementation: str = "auto") -> dict:
+              pointwise_implementation: str = "auto", steps_per_loop: int = 1) -> dict:
     """Compiles and times one train or inference step; returns the reported numbers as a dict.
 
     ``remat`` and ``scan_blocks`` are the model switches of the same names (``EfficientNet``);
     ``compile_only`` compiles from abstract shapes and reports compile time and XLA's memory analysis
-    without creating a state or running a step.
+    without creating a state or running a step. ``steps_per_loop`` > 1 times the trainer's multi-step
+    call (``config.steps_per_loop``): each timed call runs that many train steps, and the step
+    figures are per step (call time / steps_per_loop).
     """
     if mode not in ("train", "infer"):
         raise ValueError(f"mode must be 'train' or 'infer', got {mode!r}.")
@@ -135,6 +140,8 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
     if steps < 5:
         raise ValueError("Use at least 5 timed steps (--steps) so that the median means something.")
+    if steps_per_loop < 1 or (steps_per_loop > 1 and mode != "train"):
+        raise ValueError(f"--steps-per-loop must be >= 1, and 1 unless --mode train; got {steps_per_loop}.")
     spec = resolve_model_spec(model_name, phi=phi)
     resolution = int(resolution or spec.resolution)
     model = create_model(model_name, num_classes, DTYPES[dtype], phi=phi, remat=remat,
@@ -147,20 +154,24 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     tx = optim.create_optimizer(config, learning_rate_fn)
     init_fn = train.make_init_fn(model, tx, resolution)
     rng = np.random.default_rng(0)
-    local_batch = dict(image=rng.uniform(0, 255, (batch_size, resolution, resolution, 3)).astype(np.float32),
-                       label=rng.integers(0, num_classes, batch_size).astype(np.int32),
-                       mask=np.ones(batch_size, np.float32))
+    stacked = steps_per_loop > 1  # then one batch per step of the call, on a leading axis
+    leading = (steps_per_loop,) if stacked else ()
+    local_batch = dict(
+        image=rng.uniform(0, 255, (*leading, batch_size, resolution, resolution, 3)).astype(np.float32),
+        label=rng.integers(0, num_classes, (*leading, batch_size)).astype(np.int32),
+        mask=np.ones((*leading, batch_size), np.float32))
     if compile_only:
         state = train.abstract_train_state(init_fn, 0, mesh)
-        batch_sharding = sharding.batch_sharding(mesh)
+        batch_sharding = sharding.stacked_batch_sharding(mesh) if stacked else sharding.batch_sharding(mesh)
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding),
                              local_batch)
     else:
         state = train.create_train_state(init_fn, 0, mesh)
-        batch = sharding.make_global_batch(local_batch, mesh)
+        batch = sharding.make_global_batch(local_batch, mesh, stacked=stacked)
     if mode == "train":
         step = train.make_train_step(config, model, tx, learning_rate_fn, num_classes, mesh,
-                                     bn_group_size=mesh.size, family=spec.family)
+                                     bn_group_size=mesh.size, family=spec.family,
+                                     steps_per_call=steps_per_loop)
         arguments = (state, batch)
     else:
         step = train.make_eval_step(model, mesh, family=spec.family)
@@ -176,7 +187,7 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     result = dict(
         model=spec.name, mode=mode, dtype=dtype, batch_size=batch_size, resolution=resolution, remat=remat,
         scan_blocks=scan_blocks, depthwise_implementation=depthwise_implementation,
-        pointwise_implementation=pointwise_implementation, devices=mesh.size,
+        pointwise_implementation=pointwise_implementation, steps_per_loop=steps_per_loop, devices=mesh.size,
         device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
         compile_s=round(compile_s, 3), step_flops=step_flops, xla_step_flops=xla_step_flops,
     )
@@ -196,7 +207,7 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
     for _ in range(warmup):
         jax.block_until_ready(run())
     faults_before = minor_page_faults()
-    times = _step_seconds(run, steps)
+    times = [seconds / steps_per_loop for seconds in _step_seconds(run, steps)]
     faults_after = minor_page_faults()
     step_s = statistics.median(times)
     peak = matmul_peak_flops(DTYPES[dtype])
@@ -206,7 +217,8 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
         step_s_max=round(max(times), 5), images_per_sec=round(batch_size / step_s, 2),
         peak_bytes=_peak_bytes(compiled), flops_per_sec=flops_per_sec, matmul_peak_flops_per_sec=peak,
         mfu=flops_per_sec / peak, host_allocator=host_allocator(),
-        host_page_faults_per_step=None if faults_before is None else (faults_after - faults_before) // steps,
+        host_page_faults_per_step=(None if faults_before is None else
+                                   (faults_after - faults_before) // (steps * steps_per_loop)),
     )
 
 
@@ -218,7 +230,10 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, help="default: the model's")
     parser.add_argument("--mode", choices=("train", "infer"), default="train")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    parser.add_argument("--steps", type=int, default=7, help="timed steps (median reported)")
+    parser.add_argument("--steps", type=int, default=7,
+                        help="timed calls (median reported), each of --steps-per-loop steps")
+    parser.add_argument("--steps-per-loop", type=int, default=1,
+                        help="train steps per compiled call (config.steps_per_loop); figures are per step")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--remat", action="store_true", help="recompute block activations in the backward pass")
     parser.add_argument("--scan", action="store_true",
@@ -235,14 +250,17 @@ def main(argv=None) -> int:
         result = benchmark(args.model, args.batch_size, args.resolution, args.mode, args.dtype, args.steps,
                            args.warmup, args.phi, args.remat, args.depthwise_implementation,
                            scan_blocks=args.scan, compile_only=args.compile_only,
-                           pointwise_implementation=args.pointwise_implementation)
+                           pointwise_implementation=args.pointwise_implementation,
+                           steps_per_loop=args.steps_per_loop)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     if args.json:
         print(json.dumps(result))
         return 0
     mib = f"{result['peak_bytes'] / 2**20:,.0f} MiB" if result.get("peak_bytes") else "n/a"
-    switches = [name for name, on in (("remat", result["remat"]), ("scan", result["scan_blocks"])) if on]
+    switches = [name for name, on in (("remat", result["remat"]), ("scan", result["scan_blocks"]),
+                                      (f"{result['steps_per_loop']} steps per call", result["steps_per_loop"] > 1))
+                if on]
     print(f"{result['model']} {result['mode']} batch {result['batch_size']} at {result['resolution']}px, "
           f"{result['dtype']}, {result['devices']} x {result['device_kind']}"
           f"{' (' + ', '.join(switches) + ')' if switches else ''}")

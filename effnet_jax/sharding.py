@@ -109,13 +109,20 @@ def per_host_batch_size(global_batch_size: int) -> int:
     return global_batch_size // num_processes
 
 
-def make_global_batch(local_batch: dict, mesh: Mesh) -> dict:
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches of several steps stacked on a leading axis: that axis whole, the batch axis over 'data'."""
+    return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
+def make_global_batch(local_batch: dict, mesh: Mesh, stacked: bool = False) -> dict:
     """Turns this host's numpy batch into global jax.Arrays sharded over 'data'.
 
-    Each host passes its own slice (per_host_batch_size rows); the global array's first dimension
-    is the sum over hosts. Works unchanged on one host.
+    Each host passes its own slice (per_host_batch_size rows); the global array's batch dimension
+    is the sum over hosts. Works unchanged on one host. `stacked=True`: the arrays carry a leading
+    steps axis (the batches of a multi-step call, `train.make_train_step(steps_per_call=...)`) and
+    the batch is their second axis.
     """
-    sharding = batch_sharding(mesh)
+    sharding = stacked_batch_sharding(mesh) if stacked else batch_sharding(mesh)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 

@@ -133,6 +133,7 @@ FIELD_RULES = {
     'randaug_num_layers': (_in_range(0, math.inf), '>= 0'),
     'checkpoint_max_to_keep': (_in_range(1, math.inf, none_ok=True), '>= 1, or None to keep all'),
     'max_consecutive_nan_skips': (_in_range(1, math.inf), '>= 1'),
+    'steps_per_loop': (_in_range(1, math.inf), '>= 1'),
     'augment_name': (lambda v: v in data_lib.pipeline.AUGMENT_NAMES,
                      f'one of {data_lib.pipeline.AUGMENT_NAMES}'),
     'train_crop': (lambda v: v in data_lib.preprocessing.TRAIN_CROPS,
@@ -259,7 +260,7 @@ def _all_finite(tree) -> jax.Array:
 def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
                     learning_rate_fn, num_classes: int, mesh, bn_group_size: int,
                     family: str = 'efficientnet', use_shard_map: bool | None = None,
-                    frozen_backbone: bool = False):
+                    frozen_backbone: bool = False, steps_per_call: int = 1):
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
 
   The state is donated and replicated; the batch is sharded P('data'). Batch-norm statistics are
@@ -273,6 +274,12 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
   runs in inference mode (moving BN statistics, no dropout or drop-path), keeps its parameters and
   statistics, and sits behind `stop_gradient`, so XLA drops the backbone's backward pass and such
   a step costs little more than a forward pass.
+  `steps_per_call=k > 1` returns `train_steps(state, batches) -> (state, metrics)` instead: k
+  steps in one compiled call (`lax.scan`), over batches stacked on a leading axis of length k
+  (`sharding.make_global_batch(..., stacked=True)`), metrics stacked the same way; the same updates
+  as k calls of the one-step function. Why: XLA:CPU allocates a call's temporaries afresh, and the
+  kernel faults in every page of them (4 GB for B0 at batch 32), so on CPU this is ~35% faster with
+  k = 8; elsewhere it saves k - 1 dispatches (the reference's `iterations_per_loop`).
 
   metrics: loss (CE + L2), cross_entropy, learning_rate, grad_norm, grads_finite and
   state_finite (1.0 when the gradients / the updated params and BN statistics are all finite), and
@@ -370,7 +377,16 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
     return new_state, metrics
 
   replicated = sharding.replicated_sharding(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh)),
+  if steps_per_call == 1:
+    return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+  if steps_per_call < 1:
+    raise ValueError(f'steps_per_call must be >= 1, got {steps_per_call}.')
+
+  def train_steps(state: TrainState, batches):
+    return jax.lax.scan(train_step, state, batches, length=steps_per_call)
+
+  return jax.jit(train_steps, in_shardings=(replicated, sharding.stacked_batch_sharding(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
@@ -525,6 +541,36 @@ class NonFiniteGuard:
             f'{self.max_consecutive_skips}); stopped. {advice}.')
 
 
+def steps_in_next_call(step: int, num_steps: int, config) -> int:
+  """How many steps the loop runs in its next compiled call, starting after `step`.
+
+  config.steps_per_loop, unless that would run past the next step that logs, evaluates, saves or
+  ends the run, or the step is one of the first config.freeze_backbone_steps (their own program):
+  then one. So a multi-step call never hides a step the loop acts on, and at most two programs
+  (k steps and one step) are compiled.
+  """
+  per_loop = config.steps_per_loop
+  if per_loop == 1 or step < config.freeze_backbone_steps:
+    return 1
+  next_multiple = lambda every: (step // every + 1) * every  # noqa: E731
+  boundaries = [num_steps, next_multiple(config.log_every_steps)]
+  boundaries += [next_multiple(every) for every in (config.eval_every_steps,
+                                                    config.checkpoint_every_steps) if every > 0]
+  return per_loop if min(boundaries) - step >= per_loop else 1
+
+
+def _per_step_metrics(pending: list[tuple[int, int, dict]]) -> list[tuple[int, dict]]:
+  """[(first step, step count, metrics)] fetched from the devices -> [(step, that step's metrics)]."""
+  per_step = []
+  for first, count, metrics in pending:
+    if count == 1:
+      per_step.append((first, metrics))
+    else:
+      per_step += [(first + i, {name: value[i] for name, value in metrics.items()})
+                   for i in range(count)]
+  return per_step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns final metrics.
 
@@ -589,6 +635,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = make_train_step(config, model, tx, learning_rate_fn, info.num_classes, mesh,
                                plan.bn_group_size, family=plan.model_spec.family)
   eval_step = make_eval_step(model, mesh, family=plan.model_spec.family)
+  multi_train_step = make_train_step(
+      config, model, tx, learning_rate_fn, info.num_classes, mesh, plan.bn_group_size,
+      family=plan.model_spec.family, steps_per_call=config.steps_per_loop)  # compiled only if used
   frozen_train_step = make_train_step(
       config, model, tx, learning_rate_fn, info.num_classes, mesh, plan.bn_group_size,
       family=plan.model_spec.family, frozen_backbone=True)  # compiled only if used
@@ -596,7 +645,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---- Loop.
   checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size}
   writer = MetricWriter(workdir)
-  pending: list[tuple[int, dict]] = []  # device metrics of steps not yet checked / logged
+  pending: list[tuple[int, int, dict]] = []  # (first step, count, device metrics) not yet logged
   final_metrics: dict[str, Any] = {'step': start_step}
   last_log_time, last_log_step, run_start_time = time.time(), start_step, time.time()
   step = start_step
@@ -613,22 +662,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer.treat_sigterm_as_preemption()  # SIGTERM: save after this step and exit cleanly
   try:
     while step < num_steps:
-      batch = sharding.make_global_batch(next(train_batches), mesh)
-      step_fn = frozen_train_step if step < config.freeze_backbone_steps else train_step
-      state, metrics = step_fn(state, batch)
-      step += 1
-      pending.append((step, metrics))
+      count = steps_in_next_call(step, num_steps, config)
+      if count > 1:
+        batches = [next(train_batches) for _ in range(count)]
+        stacked = jax.tree.map(lambda *arrays: np.stack(arrays), *batches)
+        state, metrics = multi_train_step(state, sharding.make_global_batch(stacked, mesh,
+                                                                            stacked=True))
+      else:
+        step_fn = frozen_train_step if step < config.freeze_backbone_steps else train_step
+        state, metrics = step_fn(state, sharding.make_global_batch(next(train_batches), mesh))
+      pending.append((step + 1, count, metrics))
+      step += count
 
       is_last = step == num_steps
       log_now = step % config.log_every_steps == 0 or is_last
       eval_now = is_last or (config.eval_every_steps > 0 and step % config.eval_every_steps == 0)
       save_now = is_last or eval_now or (config.checkpoint_every_steps > 0 and
                                          step % config.checkpoint_every_steps == 0)
-      preempted = checkpointer.reached_preemption(step)
+      # Every step of the call is offered: all hosts agree on the step of a preemption notice.
+      preempted = any(checkpointer.reached_preemption(s) for s in range(step - count + 1, step + 1))
       if not (log_now or eval_now or save_now or preempted):
         continue
 
-      pending = jax.device_get(pending)
+      pending = _per_step_metrics(jax.device_get(pending))
       nonfinite_guard.check(pending)
       if log_now:
         now = time.time()

@@ -10,7 +10,9 @@ for cores or keeps the others' threads alive:
 
 - effnet_jax: ``effnet_jax.benchmark.benchmark`` -- the trainer's own jitted step (forward, backward,
   RMSProp, EMA; stochastic depth and dropout on) and the jitted eval step, with the defaults (on CPU the
-  shifted depthwise convolution and 1×1 convolutions as matmuls).
+  shifted depthwise convolution and 1×1 convolutions as matmuls). The train step is measured twice: one
+  step per call, as the others run, and ``--steps-per-loop`` steps per call (default 8), the trainer's
+  ``config.steps_per_loop``, which page-faults a call's temporaries in once for all its steps.
 - Keras 3 on the JAX backend: ``keras.applications.EfficientNetB0(weights=None)`` compiled with
   ``jit_compile=True``, RMSprop and sparse cross-entropy; the train step is Keras' own
   ``model.train_on_batch`` (its jitted JAX train function), inference ``model.predict_on_batch``.
@@ -83,11 +85,14 @@ def run_effnet_jax(args) -> dict:
 
   from effnet_jax import benchmark
   result = dict(versions=dict(jax=jax.__version__, flax=flax.__version__))
-  for mode in ('train', 'infer'):
+  runs = [('train', 'train', 1), ('infer', 'infer', 1)]
+  if args.steps_per_loop > 1:
+    runs.append(('train_multi', 'train', args.steps_per_loop))
+  for key, mode, steps_per_loop in runs:
     numbers = benchmark.benchmark('efficientnet-b0', args.batch_size, args.resolution, mode=mode,
-                                  steps=args.steps, warmup=args.warmup)
-    result[mode] = dict(step_s=numbers['step_s'], images_per_sec=numbers['images_per_sec'],
-                        compile_s=numbers['compile_s'])
+                                  steps=args.steps, warmup=args.warmup, steps_per_loop=steps_per_loop)
+    result[key] = dict(step_s=numbers['step_s'], images_per_sec=numbers['images_per_sec'],
+                       compile_s=numbers['compile_s'], steps_per_loop=steps_per_loop)
   result['setup'] = 'trainer step (RMSProp, EMA) / eval step, jax.jit'
   result['host_allocator'] = benchmark.host_allocator()
   return result
@@ -214,7 +219,8 @@ def preload_environment(preload: str | None, environ=os.environ) -> dict:
 def _run_worker(name: str, args) -> dict:
   command = [sys.executable, '-m', 'experiments.side_by_side', '--worker', name,
              '--batch-size', str(args.batch_size), '--resolution', str(args.resolution),
-             '--steps', str(args.steps), '--warmup', str(args.warmup)]
+             '--steps', str(args.steps), '--warmup', str(args.warmup),
+             '--steps-per-loop', str(args.steps_per_loop)]
   env = {**os.environ, **preload_environment(args.preload)}
   if name == 'timm':
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [args.timm_path, os.getcwd(), env.get('PYTHONPATH')]))
@@ -229,10 +235,13 @@ def _run_worker(name: str, args) -> dict:
 
 
 def _ratio(results, numerator, denominator, mode):
+  """numerator's images/sec in `mode` over denominator's; 'train_multi' (effnet_jax's multi-step
+  calls) is compared with the other's 'train'."""
   a, b = results.get(numerator, {}), results.get(denominator, {})
-  if mode not in a or mode not in b:
+  other_mode = 'train' if mode == 'train_multi' else mode
+  if mode not in a or other_mode not in b:
     return None
-  return a[mode]['images_per_sec'] / b[mode]['images_per_sec']
+  return a[mode]['images_per_sec'] / b[other_mode]['images_per_sec']
 
 
 def markdown(report: dict) -> str:
@@ -257,11 +266,18 @@ def markdown(report: dict) -> str:
     compile_text = f"{compile_s:.1f} / {infer['compile_s']:.1f}" if compile_s is not None else 'eager'
     lines.append(f"| {label} | {train['images_per_sec']:.2f} | {train['step_s']:.3f} | "
                  f"{infer['images_per_sec']:.2f} | {infer['step_s']:.3f} | {compile_text} |")
+    if 'train_multi' in result:
+      multi = result['train_multi']
+      lines.append(f"| {name}, {multi['steps_per_loop']} train steps per call | {multi['images_per_sec']:.2f} | "
+                   f"{multi['step_s']:.3f} | | | {multi['compile_s']:.1f} |")
   lines.append('')
   for other, label in (('timm', 'timm'), ('keras', 'Keras on JAX')):
     train, infer = _ratio(results, 'effnet_jax', other, 'train'), _ratio(results, 'effnet_jax', other, 'infer')
     if train is not None:
-      lines.append(f'effnet_jax / {label}: train {train:.2f}x, inference {infer:.2f}x')
+      multi = _ratio(results, 'effnet_jax', other, 'train_multi')
+      multi_text = '' if multi is None else (
+          f" ({multi:.2f}x with {results['effnet_jax']['train_multi']['steps_per_loop']} steps per call)")
+      lines.append(f'effnet_jax / {label}: train {train:.2f}x{multi_text}, inference {infer:.2f}x')
   if 'timm' in results and 'channels_last' in results['timm']:
     timm = results['timm']
     lines.append('timm layouts (img/s): ' + ', '.join(
@@ -290,6 +306,9 @@ def main(argv=None) -> int:
   parser.add_argument('--resolution', type=int, default=224)
   parser.add_argument('--steps', type=int, default=5, help='timed steps per measurement (median reported)')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (>= 1: the compile)')
+  parser.add_argument('--steps-per-loop', type=int, default=8,
+                      help="effnet_jax's train step is also measured with this many steps per compiled call "
+                           '(config.steps_per_loop; 1: not)')
   parser.add_argument('--frameworks', default=','.join(FRAMEWORKS), help='comma-separated subset of ' +
                       ', '.join(FRAMEWORKS))
   parser.add_argument('--timm-path', default=DEFAULT_TIMM_PATH,
@@ -326,7 +345,7 @@ def main(argv=None) -> int:
       print(report['results'][name]['skipped'], file=sys.stderr)
   report['load_after'] = [round(x, 2) for x in os.getloadavg()]
   for other in ('timm', 'keras'):
-    for mode in ('train', 'infer'):
+    for mode in ('train', 'infer', 'train_multi'):
       report[f'effnet_jax_over_{other}_{mode}'] = _ratio(report['results'], 'effnet_jax', other, mode)
   print(json.dumps(report, indent=1) if args.json else markdown(report))
   return 0

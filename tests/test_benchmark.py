@@ -32,6 +32,12 @@ def test_side_by_side_table_and_ratios():
     assert "| effnet_jax | 8.00 |" in table
     assert "effnet_jax / timm: train 2.00x, inference 2.00x" in table
     assert "effnet_jax / Keras on JAX: train 8.00x, inference 8.00x" in table
+    report["results"]["effnet_jax"]["train_multi"] = dict(images_per_sec=12.0, step_s=32 / 12, compile_s=2.0,
+                                                          steps_per_loop=8)
+    table = side_by_side.markdown(report)
+    assert "| effnet_jax, 8 train steps per call | 12.00 |" in table
+    assert "effnet_jax / timm: train 2.00x (3.00x with 8 steps per call), inference 2.00x" in table
+    assert "effnet_jax / Keras on JAX: train 8.00x (12.00x with 8 steps per call), inference 8.00x" in table
     report["results"]["timm"] = dict(skipped="timm failed or is not importable: ModuleNotFoundError")
     assert "skipped" in side_by_side.markdown(report)
     report.update(preload="/usr/lib/libjemalloc.so.2", malloc_conf=side_by_side.JEMALLOC_KEEP_PAGES)
@@ -61,8 +67,24 @@ def test_page_faults_count_first_touches_of_fresh_memory():
 
 def test_train_step_compiles_with_the_trainers_config_fields():
     """The benchmark builds its own config for train.make_train_step: every field the step reads must be
-    there (a new trainer field once broke `--mode train` unnoticed)."""
+    there (a new trainer field once broke `--mode train` unnoticed). Two steps per call: the stacked
+    batches' abstract shapes too (the next test runs the same program, from the compilation cache)."""
     result = benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="train",
-                                 num_classes=10, compile_only=True)
-    assert result["compile_only"] and result["step_flops"] > 0
+                                 num_classes=10, compile_only=True, steps_per_loop=2)
+    assert result["compile_only"] and result["step_flops"] > 0 and result["steps_per_loop"] == 2
     assert result["batch_size"] == 8 and result["resolution"] == 32
+
+
+def test_multi_step_calls_report_per_step_figures():
+    """--steps-per-loop 2 times the trainer's two-step call; the step figures are per step."""
+    result = benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="train",
+                                 num_classes=10, steps=5, warmup=1, steps_per_loop=2)
+    assert result["steps_per_loop"] == 2
+    assert result["images_per_sec"] == round(8 / result["step_s"], 2)
+    assert result["step_s_min"] <= result["step_s"] <= result["step_s_max"]
+    try:
+        benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="infer", steps_per_loop=2)
+    except ValueError as error:
+        assert "--steps-per-loop" in str(error)
+    else:
+        raise AssertionError("--steps-per-loop 2 with --mode infer was accepted")

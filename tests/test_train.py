@@ -158,6 +158,51 @@ def test_per_device_bn_each_shard_alone_then_averaged(step_setup):
                              rtol=1e-4)
 
 
+def test_multi_step_call_equals_single_steps(step_setup):
+  """steps_per_call=3: one compiled call over 3 stacked batches gives the state and the per-step
+  metrics of 3 one-step calls (8 devices, global BN)."""
+  config, mesh = step_setup['config'], step_setup['mesh8']
+  tx = optim.create_optimizer(config, step_setup['learning_rate_fn'])
+  make = lambda count: train.make_train_step(  # noqa: E731
+      config, step_setup['model'], tx, step_setup['learning_rate_fn'], NUM_CLASSES, mesh, 8,
+      steps_per_call=count)
+  batch = step_setup['batch']
+  batches = [dict(image=np.roll(batch['image'], 5 * i, axis=0), label=np.roll(batch['label'], 5 * i))
+             for i in range(3)]
+  state = sharding.replicate(step_setup['initial_state'], mesh)
+  one_step, single_metrics = make(1), []
+  for each in batches:
+    state, metrics = one_step(state, sharding.make_global_batch(each, mesh))
+    single_metrics.append(host_copy(metrics))
+  stacked = jax.tree.map(lambda *arrays: np.stack(arrays), *batches)
+  multi_state, multi_metrics = make(3)(sharding.replicate(step_setup['initial_state'], mesh),
+                                       sharding.make_global_batch(stacked, mesh, stacked=True))
+  multi_state, multi_metrics = host_copy(multi_state), host_copy(multi_metrics)
+  assert int(multi_state.step) == 3 and multi_metrics['loss'].shape == (3,)
+  assert_trees_close(multi_state, host_copy(state))
+  for i, metrics in enumerate(single_metrics):
+    for name, value in metrics.items():
+      np.testing.assert_allclose(multi_metrics[name][i], value, rtol=RTOL, atol=ATOL, err_msg=name)
+  with pytest.raises(ValueError, match='steps_per_call must be >= 1'):
+    make(0)
+
+
+def test_steps_in_next_call_never_crosses_a_step_the_loop_acts_on():
+  config = default_config.get_config()
+  config.steps_per_loop, config.log_every_steps = 3, 4
+  config.eval_every_steps, config.checkpoint_every_steps = 0, 10
+  calls, step = [], 0
+  while step < 13:
+    calls.append(train.steps_in_next_call(step, 13, config))
+    step += calls[-1]
+  # Steps 4, 8, 12 log, 10 saves, 13 ends the run: each ends a call.
+  assert calls == [3, 1, 3, 1, 1, 1, 1, 1, 1]
+  config.freeze_backbone_steps = 4  # fine-tuning's frozen steps run one at a time
+  assert [train.steps_in_next_call(s, 13, config) for s in (0, 3, 4)] == [1, 1, 3]
+  config.steps_per_loop = 1
+  assert train.steps_in_next_call(4, 13, config) == 1
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop on the digits dataset
 
@@ -245,6 +290,27 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits_dir, uninterrupted_run
     assert resumed_losses[step] == pytest.approx(reference_losses[step], rel=1e-5), step
   assert_trees_close(restore_params(workdir, 4), restore_params(reference_dir, 4))
   assert resumed['eval_top1'] == pytest.approx(reference['eval_top1'])
+
+
+def test_steps_per_loop_run_equals_uninterrupted_run(tmp_path, digits_dir, uninterrupted_run):
+  """steps_per_loop=2 (two steps per compiled call): same checkpoints, same state at the end, and
+  each logged train loss is the mean of the one-step run's losses over the same steps."""
+  reference_dir, reference = uninterrupted_run
+  workdir = str(tmp_path / 'two_per_call')
+  final = train.train_and_evaluate(tiny_config(digits_dir, steps_per_loop=2, log_every_steps=2),
+                                   workdir)
+  assert final['step'] == 4
+  reference_losses = {r['step']: r['train_loss'] for r in read_metrics(reference_dir)}
+  records = read_metrics(workdir)
+  assert [r['step'] for r in records] == [2, 4]
+  for record in records:
+    step = record['step']
+    expected = (reference_losses[step - 1] + reference_losses[step]) / 2
+    assert record['train_loss'] == pytest.approx(expected, rel=1e-5), step
+  with checkpoint.Checkpointer(os.path.join(workdir, train.CHECKPOINT_SUBDIR)) as checkpointer:
+    assert checkpointer.all_steps() == [2, 4]
+  assert_trees_close(restore_params(workdir, 4), restore_params(reference_dir, 4))
+  assert final['eval_top1'] == pytest.approx(reference['eval_top1'])
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
