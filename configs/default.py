@@ -68,8 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 6255      # ~10 epochs at 2048 (§2.1); <= 0: evaluate at the end only
   config.checkpoint_every_steps = 1251  # ~2 epochs at 2048 (§2.1); <= 0: at the end only
   config.steps_per_loop = 1           # train steps per compiled call (lax.scan over that many
-                                      # batches; the reference's iterations_per_loop). 8 on CPU:
-                                      # ~35% faster B0 steps (README Performance); calls never
+                                      # batches; the reference's iterations_per_loop). 8-16 on CPU:
+                                      # 35-45% faster B0 steps (README Performance); calls never
                                       # cross a log, eval or checkpoint step
   config.seed = 0                     # model init, dropout and data order
   config.nan_policy = 'stop'          # 'stop': raise on a non-finite loss/gradients/params (the

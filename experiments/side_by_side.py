@@ -11,7 +11,7 @@ for cores or keeps the others' threads alive:
 - effnet_jax: ``effnet_jax.benchmark.benchmark`` -- the trainer's own jitted step (forward, backward,
   RMSProp, EMA; stochastic depth and dropout on) and the jitted eval step, with the defaults (on CPU the
   shifted depthwise convolution and 1×1 convolutions as matmuls). The train step is measured twice: one
-  step per call, as the others run, and ``--steps-per-loop`` steps per call (default 8), the trainer's
+  step per call, as the others run, and ``--steps-per-loop`` steps per call (default 16), the trainer's
   ``config.steps_per_loop``, which page-faults a call's temporaries in once for all its steps.
 - Keras 3 on the JAX backend: ``keras.applications.EfficientNetB0(weights=None)`` compiled with
   ``jit_compile=True``, RMSprop and sparse cross-entropy; the train step is Keras' own
@@ -306,7 +306,7 @@ def main(argv=None) -> int:
   parser.add_argument('--resolution', type=int, default=224)
   parser.add_argument('--steps', type=int, default=5, help='timed steps per measurement (median reported)')
   parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (>= 1: the compile)')
-  parser.add_argument('--steps-per-loop', type=int, default=8,
+  parser.add_argument('--steps-per-loop', type=int, default=16,
                       help="effnet_jax's train step is also measured with this many steps per compiled call "
                            '(config.steps_per_loop; 1: not)')
   parser.add_argument('--frameworks', default=','.join(FRAMEWORKS), help='comma-separated subset of ' +
