@@ -162,7 +162,7 @@ def benchmark(model_name: str, batch_size: int, resolution: int | None = None, m
         mask=np.ones((*leading, batch_size), np.float32))
     if compile_only:
         state = train.abstract_train_state(init_fn, 0, mesh)
-        batch_sharding = sharding.stacked_batch_sharding(mesh) if stacked else sharding.batch_sharding(mesh)
+        batch_sharding = sharding.batch_sharding(mesh, stacked)
         batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding),
                              local_batch)
     else:

@@ -59,9 +59,10 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split over the 'data' axis; the rest whole."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+    """Leading (batch) dimension split over the 'data' axis; the rest whole. `stacked=True`: batches
+    of several steps stacked on a leading axis, which stays whole, and the batch axis second."""
+    return NamedSharding(mesh, P(None, DATA_AXIS) if stacked else P(DATA_AXIS))
 
 
 def replicate(tree, mesh: Mesh):
@@ -109,11 +110,6 @@ def per_host_batch_size(global_batch_size: int) -> int:
     return global_batch_size // num_processes
 
 
-def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches of several steps stacked on a leading axis: that axis whole, the batch axis over 'data'."""
-    return NamedSharding(mesh, P(None, DATA_AXIS))
-
-
 def make_global_batch(local_batch: dict, mesh: Mesh, stacked: bool = False) -> dict:
     """Turns this host's numpy batch into global jax.Arrays sharded over 'data'.
 
@@ -122,7 +118,7 @@ def make_global_batch(local_batch: dict, mesh: Mesh, stacked: bool = False) -> d
     steps axis (the batches of a multi-step call, `train.make_train_step(steps_per_call=...)`) and
     the batch is their second axis.
     """
-    sharding = stacked_batch_sharding(mesh) if stacked else batch_sharding(mesh)
+    sharding = batch_sharding(mesh, stacked)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
 

@@ -376,17 +376,16 @@ def make_train_step(config, model: nn.Module, tx: optax.GradientTransformation,
                    skipped=skipped.astype(jnp.float32))
     return new_state, metrics
 
-  replicated = sharding.replicated_sharding(mesh)
-  if steps_per_call == 1:
-    return jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh)),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
   if steps_per_call < 1:
     raise ValueError(f'steps_per_call must be >= 1, got {steps_per_call}.')
 
   def train_steps(state: TrainState, batches):
     return jax.lax.scan(train_step, state, batches, length=steps_per_call)
 
-  return jax.jit(train_steps, in_shardings=(replicated, sharding.stacked_batch_sharding(mesh)),
+  stacked = steps_per_call > 1
+  replicated = sharding.replicated_sharding(mesh)
+  return jax.jit(train_steps if stacked else train_step,
+                 in_shardings=(replicated, sharding.batch_sharding(mesh, stacked)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
@@ -635,9 +634,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = make_train_step(config, model, tx, learning_rate_fn, info.num_classes, mesh,
                                plan.bn_group_size, family=plan.model_spec.family)
   eval_step = make_eval_step(model, mesh, family=plan.model_spec.family)
-  multi_train_step = make_train_step(
+  multi_train_step = make_train_step(  # used (and compiled) only when steps_per_loop > 1
       config, model, tx, learning_rate_fn, info.num_classes, mesh, plan.bn_group_size,
-      family=plan.model_spec.family, steps_per_call=config.steps_per_loop)  # compiled only if used
+      family=plan.model_spec.family, steps_per_call=config.steps_per_loop)
   frozen_train_step = make_train_step(
       config, model, tx, learning_rate_fn, info.num_classes, mesh, plan.bn_group_size,
       family=plan.model_spec.family, frozen_backbone=True)  # compiled only if used
