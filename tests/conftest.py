@@ -1,6 +1,6 @@
 """Test-wide setup, done before JAX is imported anywhere (which is why it lives here).
 
-- 8 simulated CPU devices, so sharding code runs as on a TPU slice.
+- 8 simulated CPU devices, so sharding code runs as on a TPU slice, and fast compiles (xla_env.py).
 - One persistent compilation cache for the whole run, shared by pytest-xdist workers and the
   subprocesses that tests start (they inherit the environment): XLA:CPU compiles slowly, and many
   tests build the same programs (a resumed run, a killed-and-restarted run, both processes of a
@@ -9,7 +9,9 @@
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from xla_env import xla_flags
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from effnet_jax import benchmark
 from experiments import side_by_side
@@ -65,26 +66,21 @@ def test_page_faults_count_first_touches_of_fresh_memory():
     assert touched >= 64 * 2**20 // (2 * 2**20)  # at least one fault per 2 MiB page, even with huge pages
 
 
-def test_train_step_compiles_with_the_trainers_config_fields():
+def test_train_mode_compiles_the_trainers_step_and_reports_per_step_figures():
     """The benchmark builds its own config for train.make_train_step: every field the step reads must be
-    there (a new trainer field once broke `--mode train` unnoticed). Two steps per call: the stacked
-    batches' abstract shapes too (the next test runs the same program, from the compilation cache)."""
-    result = benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="train",
-                                 num_classes=10, compile_only=True, steps_per_loop=2)
+    there (a new trainer field once broke `--mode train` unnoticed). Two steps per call, as the trainer's
+    multi-step call: compiled from abstract shapes (--compile-only), then timed (the same program, from
+    the compilation cache), with per-step figures."""
+    kwargs = dict(batch_size=8, resolution=32, mode="train", num_classes=10, steps_per_loop=2)
+    result = benchmark.benchmark("mobilenet-v1", compile_only=True, **kwargs)
     assert result["compile_only"] and result["step_flops"] > 0 and result["steps_per_loop"] == 2
     assert result["batch_size"] == 8 and result["resolution"] == 32
-
-
-def test_multi_step_calls_report_per_step_figures():
-    """--steps-per-loop 2 times the trainer's two-step call; the step figures are per step."""
-    result = benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="train",
-                                 num_classes=10, steps=5, warmup=1, steps_per_loop=2)
-    assert result["steps_per_loop"] == 2
+    result = benchmark.benchmark("mobilenet-v1", steps=5, warmup=1, **kwargs)
+    assert not result["compile_only"] and result["steps_per_loop"] == 2
     assert result["images_per_sec"] == round(8 / result["step_s"], 2)
     assert result["step_s_min"] <= result["step_s"] <= result["step_s_max"]
-    try:
+
+
+def test_steps_per_loop_is_refused_for_inference():
+    with pytest.raises(ValueError, match="--steps-per-loop"):
         benchmark.benchmark("mobilenet-v3-small", batch_size=8, resolution=32, mode="infer", steps_per_loop=2)
-    except ValueError as error:
-        assert "--steps-per-loop" in str(error)
-    else:
-        raise AssertionError("--steps-per-loop 2 with --mode infer was accepted")

@@ -9,6 +9,8 @@ import pathlib
 
 import pytest
 
+from xla_env import xla_flags
+
 nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
 
@@ -22,7 +24,7 @@ needs_lite0_weights = pytest.mark.skipif(
 
 def run_notebook(name, monkeypatch, **env):
   """Executes the notebook; returns the text every cell printed, cell by cell."""
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  monkeypatch.setenv('XLA_FLAGS', xla_flags(1))
   for key, value in env.items():
     monkeypatch.setenv(key, value)
   notebook = nbformat.read(NOTEBOOKS / f'{name}.ipynb', as_version=4)

@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO_ROOT))  # for `configs`
 
 from configs import default as default_config  # noqa: E402
 from configs import quickstart  # noqa: E402
+from xla_env import xla_flags  # noqa: E402
 from effnet_jax import checkpoint, optim, sharding, train  # noqa: E402
 from effnet_jax.models import efficientnet  # noqa: E402
 
@@ -392,12 +393,12 @@ def test_nan_skip_leaves_the_state_unchanged_and_applies_the_next_step(step_setu
 
 KILL_SCRIPT = '''
 import sys
-sys.path.insert(0, {repo!r})
+sys.path[:0] = [{repo!r}, {repo!r} + '/tests']
 import jax
 jax.config.update('jax_compilation_cache_dir', {cache!r})
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-from tests.test_train import tiny_config
+from test_train import tiny_config
 from effnet_jax import train
 config = tiny_config({data_dir!r}, num_train_steps=10000, checkpoint_every_steps=1,
                      log_every_steps=1000)
@@ -412,7 +413,7 @@ def test_kill_9_during_checkpoint_save_leaves_a_resumable_workdir(tmp_path, digi
   checkpoints = workdir / train.CHECKPOINT_SUBDIR
   script = KILL_SCRIPT.format(repo=str(REPO_ROOT), cache=compilation_cache, data_dir=digits_dir,
                               workdir=str(workdir))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO_ROOT))
   process = subprocess.Popen([sys.executable, '-c', script], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
