@@ -10,4 +10,4 @@ from configs import imagenet
 
 
 def get_config():
-  return imagenet.get_recipe('efficientnet-b5', 456, remat=True)
+  return imagenet.get_recipe('efficientnet-b5', 456, large_model=True)

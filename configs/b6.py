@@ -10,4 +10,4 @@ from configs import imagenet
 
 
 def get_config():
-  return imagenet.get_recipe('efficientnet-b6', 528, remat=True)
+  return imagenet.get_recipe('efficientnet-b6', 528, large_model=True)

@@ -34,7 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.remat = False                # recompute block activations in backprop (less memory)
   config.scan_blocks = False          # nn.scan over each stage's repeated blocks: one compiled block
                                       # per stage, 2-3x faster compile of B5-B7 (same numbers); with
-                                      # remat, B7's step needs ~1/4 of the memory (README Performance)
+                                      # remat, B7's step needs ~1/4 of the memory (README Performance);
+                                      # both on in configs/b5.py-b7.py
   config.dtype = 'float32'            # compute dtype: 'float32' or 'bfloat16' (TPU); params stay f32
   config.init_from = ml_collections.FieldReference(None, field_type=str)  # a pretrained directory
                                       # (effnet_jax.convert output) to start a new run from; the

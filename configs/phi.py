@@ -18,4 +18,4 @@ def get_config(arg: str = '0'):
     raise ValueError(f'configs/phi.py takes a number, e.g. configs/phi.py:2.5; got {arg!r}.') from None
   spec = models.resolve_model_spec('efficientnet', phi=phi)
   return imagenet.get_recipe('efficientnet', spec.resolution, phi=phi,
-                             remat=spec.width >= imagenet.REMAT_FROM_WIDTH)
+                             large_model=spec.width >= imagenet.LARGE_MODEL_FROM_WIDTH)

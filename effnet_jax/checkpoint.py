@@ -66,19 +66,24 @@ class Restored(NamedTuple):
     metadata: dict  # includes 'data_position' and 'step'
 
 
-def check_compatible(metadata: dict, model_name: str, image_size: int | None = None) -> None:
-    """Raises ValueError if a checkpoint's metadata belongs to another model or resolution.
+def check_compatible(metadata: dict, model_name: str, image_size: int | None = None,
+                     scan_blocks: bool | None = None) -> None:
+    """Raises ValueError if a checkpoint's metadata belongs to another model, resolution or block layout.
 
     Resuming e.g. a b3 run from a b0 workdir would otherwise fail deep inside Orbax with a shape
-    mismatch, or, worse, silently succeed when shapes agree.
+    mismatch, or, worse, silently succeed when shapes agree. `scan_blocks` (config.scan_blocks) stacks
+    a stage's repeated blocks into one set of parameters: the same network in another tree.
     """
     saved_model = metadata.get('model_name')
     saved_size = metadata.get('image_size')
+    saved_scan = metadata.get('scan_blocks')
     problems = []
     if saved_model != model_name:
         problems.append(f'model {saved_model!r} (this run: {model_name!r})')
     if image_size is not None and saved_size is not None and int(saved_size) != int(image_size):
         problems.append(f'image size {saved_size} (this run: {image_size})')
+    if scan_blocks is not None and saved_scan is not None and bool(saved_scan) != bool(scan_blocks):
+        problems.append(f'config.scan_blocks={bool(saved_scan)} (this run: {bool(scan_blocks)})')
     if problems:
         raise ValueError(
             f'The workdir holds a checkpoint (step {metadata.get("step")}) of {" and ".join(problems)}. '
@@ -254,7 +259,7 @@ class Checkpointer:
         return Restored(restored['state'], int(step), metadata)
 
     def restore_latest(self, abstract_state, model_name: str | None = None,
-                       image_size: int | None = None) -> Restored | None:
+                       image_size: int | None = None, scan_blocks: bool | None = None) -> Restored | None:
         """Restores the newest good checkpoint, or returns None when there is none.
 
         With `model_name` the latest checkpoint's metadata is checked first (`check_compatible`).
@@ -267,7 +272,7 @@ class Checkpointer:
             return None
         newest_metadata = self._newest_readable_metadata(steps) if model_name is not None else None
         if newest_metadata is not None:
-            check_compatible(newest_metadata, model_name, image_size)
+            check_compatible(newest_metadata, model_name, image_size, scan_blocks)
         bad_steps, first_error = [], None
         for step in steps:
             try:

@@ -38,6 +38,7 @@ from effnet_jax import models
 from effnet_jax import optim
 from effnet_jax import pretrained
 from effnet_jax import sharding
+from effnet_jax.models import efficientnet
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 NAN_POLICIES = ('stop', 'skip', 'ignore')
@@ -68,9 +69,6 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> RunPlan:
   """Checks a config against the mesh; raises ValueError saying which field to change."""
   if config.init_from:
     pretrained.read_metadata(config.init_from)  # Fails now, naming the directory, if it is not one.
-    if config.scan_blocks:
-      raise ValueError('config.init_from loads weights in the plain block layout; set '
-                       'config.scan_blocks=False to fine-tune from them.')
   if config.freeze_backbone_steps < 0:
     raise ValueError(f'config.freeze_backbone_steps={config.freeze_backbone_steps} must be >= 0.')
   try:
@@ -222,16 +220,21 @@ def create_train_state(init_fn, seed: int, mesh) -> TrainState:
   return jax.jit(init_fn, out_shardings=sharding.replicated_sharding(mesh))(seed)
 
 
-def start_from_pretrained(state: TrainState, directory: str, mesh) -> TrainState:
+def start_from_pretrained(state: TrainState, directory: str, mesh, model: nn.Module) -> TrainState:
   """`state` with the pretrained weights of `directory` (transfer learning, `config.init_from`).
 
   The classifier is loaded only when it fits (same number of classes); otherwise it keeps its fresh
   initialisation. The EMA starts from the loaded weights; the optimizer state is untouched (it does
-  not depend on parameter values at initialisation).
+  not depend on parameter values at initialisation). Pretrained directories hold the plain block
+  layout; for a `model` with `scan_blocks` the weights are stacked into its scanned layout.
   """
-  variables, reinitialised = pretrained.transfer_pretrained(
-      directory, {'params': jax.device_get(state.params),
-                  'batch_stats': jax.device_get(state.batch_stats)})
+  scanned = getattr(model, 'scan_blocks', False)
+  target = {'params': jax.device_get(state.params), 'batch_stats': jax.device_get(state.batch_stats)}
+  if scanned:
+    target = efficientnet.unscan_block_variables(target, model.blocks)
+  variables, reinitialised = pretrained.transfer_pretrained(directory, target)
+  if scanned:  # stacked on the host, so that each device_put below makes its own copy of every leaf
+    variables = jax.device_get(efficientnet.scan_block_variables(variables, model.blocks))
   logging.info('Started from pretrained weights in %s%s.', directory,
                f'; new (randomly initialised): {", ".join(reinitialised)}' if reinitialised else '')
   # Two device copies: the raw and the EMA weights are separate (donated) buffers.
@@ -586,7 +589,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       keep_best=config.checkpoint_keep_best, async_save=config.checkpoint_async)
   saved_metadata = checkpointer.read_metadata()
   if saved_metadata is not None:
-    checkpoint_lib.check_compatible(saved_metadata, plan.model_spec.name, plan.image_size)
+    checkpoint_lib.check_compatible(saved_metadata, plan.model_spec.name, plan.image_size,
+                                    bool(config.scan_blocks))
   logging.info('Model %s at %dpx on %d devices (%d processes); global batch %d (%d per device); '
                'batch-norm group %d.', plan.model_spec.name, plan.image_size, mesh.size,
                jax.process_count(), config.batch_size, plan.per_device_batch_size,
@@ -609,14 +613,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = optim.create_optimizer(config, learning_rate_fn)
   init_fn = make_init_fn(model, tx, plan.image_size)
   restored = checkpointer.restore_latest(abstract_train_state(init_fn, config.seed, mesh),
-                                         plan.model_spec.name, plan.image_size)
+                                         plan.model_spec.name, plan.image_size,
+                                         bool(config.scan_blocks))
   if restored is not None:
     state, start_step = restored.state, int(restored.metadata['data_position'])
     logging.info('Resumed from %s at step %d.', checkpoint_dir, restored.step)
   else:
     state, start_step = create_train_state(init_fn, config.seed, mesh), 0
     if config.init_from:
-      state = start_from_pretrained(state, config.init_from, mesh)
+      state = start_from_pretrained(state, config.init_from, mesh, model)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('%s: %d parameters; %d train steps (%.1f epochs of %d images).',
                plan.model_spec.name, num_params, num_steps, num_steps / steps_per_epoch,
@@ -642,7 +647,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       family=plan.model_spec.family, frozen_backbone=True)  # compiled only if used
 
   # ---- Loop.
-  checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size}
+  checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size,
+                         'scan_blocks': bool(config.scan_blocks)}
   writer = MetricWriter(workdir)
   pending: list[tuple[int, int, dict]] = []  # (first step, count, device metrics) not yet logged
   final_metrics: dict[str, Any] = {'step': start_step}

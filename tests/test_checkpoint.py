@@ -79,6 +79,11 @@ def test_refuses_a_workdir_of_another_model(tmp_path, mesh):
             checkpointer.restore_latest(state, model_name='efficientnet-b3')
         with pytest.raises(ValueError, match='image size 224'):
             checkpointer.restore_latest(state, model_name='efficientnet-b0', image_size=240)
+        checkpointer.save(2, state, dict(METADATA, scan_blocks=False), data_position=0)
+        checkpointer.wait_until_finished()
+        with pytest.raises(ValueError, match=r'config.scan_blocks=False \(this run: True\).*--workdir'):
+            checkpointer.restore_latest(state, model_name='efficientnet-b0', scan_blocks=True)
+        assert checkpointer.restore_latest(state, model_name='efficientnet-b0', scan_blocks=False).step == 2
         with pytest.raises(ValueError, match='model_name'):
             checkpointer.save(2, state, {'image_size': 224}, data_position=0)
 

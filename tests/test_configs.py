@@ -52,6 +52,14 @@ def test_b_configs(index):
   assert config.base_learning_rate * config.batch_size / 256 == pytest.approx(0.256)
   assert config.dropout_rate is None  # the variant's dropout
   assert config.bn_group == 'reference'
+  large = index >= 5  # B5-B7: a quarter of the memory and a 2x faster compile (README, Performance)
+  assert config.remat is large and config.scan_blocks is large
+
+
+@pytest.mark.parametrize('phi, large', [(4.0, False), (5.0, True), (6.0, True)])
+def test_phi_configs_save_memory_from_b5_width(phi, large):
+  config = load('phi', str(phi))  # width 1.1^phi: 1.46 (B4-like), 1.61, 1.77
+  assert config.remat is large and config.scan_blocks is large
 
 
 def test_phi_zero_equals_b0_multipliers():

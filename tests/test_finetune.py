@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from effnet_jax import pretrained, sharding, train
+from effnet_jax import checkpoint, pretrained, sharding, train
 from test_train import IMAGE_SIZE, restore_params, tiny_config
 
 PRETRAINED_CLASSES = 5
@@ -74,6 +74,36 @@ def test_finetune_loads_the_backbone_freezes_it_then_trains_it(tmp_path, digits_
   unfrozen = flat(restore_params(workdir, 4))
   changed = [name for name in backbone if not np.array_equal(unfrozen[name], source_params[name])]
   assert len(changed) > len(backbone) // 2
+
+
+def test_finetune_into_the_scanned_block_layout(tmp_path, digits_dir):
+  """B5-B7's configs set scan_blocks: pretrained weights (plain layout) are stacked into it."""
+  from effnet_jax.models import efficientnet
+  blocks = 'r1_k3_s11_e1_i32_o16_se0.25,r3_k3_s22_e6_i16_o24_se0.25'  # blocks 2 and 3 form a scan group
+  plain_config = tiny_config(digits_dir, block_strings=blocks, depth=1.0)
+  model = train.create_model(plain_config, PRETRAINED_CLASSES)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)))
+  directory = pretrained.save_pretrained(str(tmp_path / 'pretrained'), plain_config.model,
+                                         jax.device_get(variables), num_classes=PRETRAINED_CLASSES,
+                                         model_kwargs=mini_model_kwargs(plain_config))
+  source = flat(variables['params'])
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(digits_dir, block_strings=blocks, depth=1.0, scan_blocks=True, init_from=directory,
+                       freeze_backbone_steps=2, num_train_steps=2)
+  train.train_and_evaluate(config, workdir)
+
+  scanned = restore_params(workdir, 2)
+  assert 'blocks_2_to_3' in scanned and 'blocks_2' not in scanned
+  loaded = flat(efficientnet.unscan_block_variables({'params': scanned}, model.blocks)['params'])
+  assert set(loaded) == set(source)
+  for name in source:
+    if not name.startswith('classifier/'):  # loaded exactly, then untouched by the frozen steps
+      np.testing.assert_array_equal(loaded[name], source[name], err_msg=name)
+  with checkpoint.Checkpointer(os.path.join(workdir, train.CHECKPOINT_SUBDIR)) as checkpointer:
+    assert checkpointer.read_metadata(2)['scan_blocks'] is True
+  config.scan_blocks = False  # the same workdir in the other layout: refused before any compute
+  with pytest.raises(ValueError, match=r'config.scan_blocks=True \(this run: False\)'):
+    train.train_and_evaluate(config, workdir)
 
 
 def test_weights_of_another_architecture_are_refused_listing_the_tensors(digits_dir, pretrained_dir):

@@ -159,6 +159,36 @@ def test_per_device_bn_each_shard_alone_then_averaged(step_setup):
                              rtol=1e-4)
 
 
+def test_scanned_blocks_with_remat_equal_plain_blocks_under_grouped_bn(step_setup):
+  """B5-B7's configs: scan_blocks + remat with batch-norm statistics over groups of 2 devices
+  (shard_map, as on a TPU pod) take the same step as the plain network."""
+  config, mesh = step_setup['config'], step_setup['mesh8']
+  plain = efficientnet.efficientnet(width=0.25, depth=1.0, resolution=IMAGE_SIZE, dropout_rate=0.0,
+                                    survival_prob=None, num_classes=NUM_CLASSES,
+                                    block_strings=[efficientnet.B0_BLOCKS[0], 'r3_k3_s22_e6_i16_o24_se0.25'])
+  assert efficientnet.block_scan_groups(plain.blocks) == [(2, 3)]
+  tx = optim.create_optimizer(config, step_setup['learning_rate_fn'])
+  initial = host_copy(train.create_train_state(train.make_init_fn(plain, tx, IMAGE_SIZE), 0, mesh))
+  results = []
+  for model in (plain, plain.clone(scan_blocks=True, remat=True)):
+    state = initial
+    if model.scan_blocks:
+      stack = lambda tree: efficientnet.scan_block_variables({'c': tree}, plain.blocks)['c']  # noqa: E731
+      state = initial.replace(params=stack(initial.params), batch_stats=stack(initial.batch_stats),
+                              ema_params=stack(initial.ema_params),
+                              ema_batch_stats=stack(initial.ema_batch_stats),
+                              opt_state=tx.init(stack(initial.params)))
+    step = train.make_train_step(config, model, tx, step_setup['learning_rate_fn'], NUM_CLASSES, mesh, 2)
+    new_state, metrics = step(sharding.replicate(host_copy(state), mesh),
+                              sharding.make_global_batch(step_setup['batch'], mesh))
+    results.append((host_copy(new_state), host_copy(metrics)))
+  (plain_state, plain_metrics), (scan_state, scan_metrics) = results
+  np.testing.assert_allclose(scan_metrics['loss'], plain_metrics['loss'], rtol=RTOL, atol=ATOL)
+  unstack = lambda tree: efficientnet.unscan_block_variables({'c': tree}, plain.blocks)['c']  # noqa: E731
+  assert_trees_close(unstack(scan_state.params), plain_state.params, rtol=1e-4, atol=1e-6)
+  assert_trees_close(unstack(scan_state.batch_stats), plain_state.batch_stats)
+
+
 def test_multi_step_call_equals_single_steps(step_setup):
   """steps_per_call=3: one compiled call over 3 stacked batches gives the state and the per-step
   metrics of 3 one-step calls (8 devices, global BN)."""
