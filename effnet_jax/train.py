@@ -587,10 +587,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpointer = checkpoint_lib.Checkpointer(
       checkpoint_dir, max_to_keep=config.checkpoint_max_to_keep,
       keep_best=config.checkpoint_keep_best, async_save=config.checkpoint_async)
+  # What every checkpoint of this run records, and what a checkpoint to resume must match.
+  checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size,
+                         'scan_blocks': bool(config.scan_blocks)}
   saved_metadata = checkpointer.read_metadata()
   if saved_metadata is not None:
-    checkpoint_lib.check_compatible(saved_metadata, plan.model_spec.name, plan.image_size,
-                                    bool(config.scan_blocks))
+    checkpoint_lib.check_compatible(saved_metadata, **checkpoint_metadata)
   logging.info('Model %s at %dpx on %d devices (%d processes); global batch %d (%d per device); '
                'batch-norm group %d.', plan.model_spec.name, plan.image_size, mesh.size,
                jax.process_count(), config.batch_size, plan.per_device_batch_size,
@@ -613,8 +615,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = optim.create_optimizer(config, learning_rate_fn)
   init_fn = make_init_fn(model, tx, plan.image_size)
   restored = checkpointer.restore_latest(abstract_train_state(init_fn, config.seed, mesh),
-                                         plan.model_spec.name, plan.image_size,
-                                         bool(config.scan_blocks))
+                                         **checkpoint_metadata)
   if restored is not None:
     state, start_step = restored.state, int(restored.metadata['data_position'])
     logging.info('Resumed from %s at step %d.', checkpoint_dir, restored.step)
@@ -647,8 +648,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       family=plan.model_spec.family, frozen_backbone=True)  # compiled only if used
 
   # ---- Loop.
-  checkpoint_metadata = {'model_name': plan.model_spec.name, 'image_size': plan.image_size,
-                         'scan_blocks': bool(config.scan_blocks)}
   writer = MetricWriter(workdir)
   pending: list[tuple[int, int, dict]] = []  # (first step, count, device metrics) not yet logged
   final_metrics: dict[str, Any] = {'step': start_step}
